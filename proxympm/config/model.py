@@ -1,0 +1,161 @@
+"""Immutable configuration objects: what a parsed httpd.conf means.
+
+The config loader (``proxympm.config.loader``) builds these once, in the arbiter,
+before anything forks; every other layer only reads them. Nothing here touches a
+socket or a file. All durations are float seconds, all sizes int bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Apache's defaults (mpm_common, core, mod_proxy), in one place.
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_KEEPALIVE_TIMEOUT = 5.0
+DEFAULT_RETRY = 60.0
+COMMON_LOG_FORMAT = '%h %l %u %t "%r" %>s %b'
+COMBINED_LOG_FORMAT = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """One ``Listen [addr:]port [protocol]``. ``host`` is '' for all addresses."""
+
+    host: str
+    port: int
+    protocol: str  # "http" or "https"
+    where: str = ""  # "file:line" of the directive, for messages
+
+    @property
+    def family_host(self) -> str:
+        return self.host or "0.0.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerParams:
+    """key=value parameters of a ProxyPass worker (mod_proxy's names).
+
+    ``None`` means "not set here": the effective value falls back as Apache's does
+    (timeout -> ProxyTimeout -> Timeout; connectiontimeout -> timeout).
+    """
+
+    timeout: float | None = None
+    connectiontimeout: float | None = None
+    ttl: float | None = None
+    max: int | None = None  # concurrent requests to this backend, whole server
+    retry: float = DEFAULT_RETRY
+    keepalive: bool = False  # TCP SO_KEEPALIVE on backend sockets (not HTTP keep-alive)
+    disablereuse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyRoute:
+    """``ProxyPass path url|! [key=value ...]``.
+
+    ``url`` is None for an exclusion (``!``). ``path`` matching follows Apache's
+    ``alias_match``: ``/foo`` matches ``/foo`` and ``/foo/x``, never ``/foobar``.
+    """
+
+    path: str
+    url: str | None
+    params: WorkerParams = field(default_factory=WorkerParams)
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReverseRule:
+    """``ProxyPassReverse path url``: rewrite Location/Content-Location/URI."""
+
+    path: str
+    url: str
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomLog:
+    """``CustomLog target format|nickname``, with a nickname already resolved."""
+
+    target: str  # a path (relative to ServerRoot already made absolute) or "|cmd"
+    format: str
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """mod_ssl front-side settings of one virtual host."""
+
+    engine: bool = False
+    certificate_file: str | None = None
+    certificate_key_file: str | None = None
+    protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    cipher_suite: str | None = None
+    honor_cipher_order: bool = False
+    session_tickets: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Everything that may differ per virtual host. The main server is one too."""
+
+    server_name: str | None = None
+    server_aliases: tuple[str, ...] = ()
+    routes: tuple[ProxyRoute, ...] = ()
+    reverse_rules: tuple[ReverseRule, ...] = ()
+    preserve_host: bool = False
+    add_headers: bool = True
+    via: str = "off"  # off | on | full | block
+    proxy_timeout: float | None = None  # None: use Timeout
+    timeout: float = DEFAULT_TIMEOUT
+    keepalive: bool = True
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    max_keepalive_requests: int = 100  # 0 = unlimited
+    limit_request_line: int = 8190
+    limit_request_fields: int = 100  # 0 = unlimited
+    limit_request_field_size: int = 8190
+    limit_request_body: int = 1073741824  # 0 = unlimited
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    custom_logs: tuple[CustomLog, ...] = ()
+    error_log: str | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    """``<VirtualHost addr:port ...>``: the addresses it answers on and its settings.
+
+    ``addresses`` holds (host, port) pairs; host '*' or '_default_' is any address,
+    port 0 means any port.
+    """
+
+    addresses: tuple[tuple[str, int], ...]
+    host: HostConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The whole server: process model, listeners, logs, the main host and vhosts."""
+
+    config_file: str
+    server_root: str
+    listens: tuple[Listen, ...]
+    main: HostConfig
+    vhosts: tuple[VirtualHost, ...] = ()
+    listen_backlog: int = 511
+    pid_file: str = "logs/httpd.pid"
+    start_servers: int = 3
+    server_limit: int = 16
+    threads_per_child: int = 25
+    thread_limit: int = 64
+    max_request_workers: int = 400
+    min_spare_threads: int = 75
+    max_spare_threads: int = 250
+    max_connections_per_child: int = 0
+    async_request_worker_factor: float = 2.0
+    graceful_shutdown_timeout: float = 0.0
+    error_log: str = "logs/error_log"
+    log_level: str = "warn"
+    defines: tuple[str, ...] = ()  # names from -D and Define, for <IfDefine>
+    warnings: tuple[str, ...] = ()  # httpd-style notices found while loading (AH00513...)
+
+    def all_hosts(self) -> tuple[HostConfig, ...]:
+        return (self.main, *(v.host for v in self.vhosts))

@@ -23,6 +23,7 @@ from tests.support import procs
 from tests.support.backend import Backend, pattern_sha256
 from tests.support.net import curl
 from tests.support.rawhttp import RawClient, chunked, request_bytes
+from tests.support.servers import Certs, Gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,25 +159,24 @@ def test_backend_as_subprocess(free_port: Callable[[], int]) -> None:
         assert proc.wait(10) == 0
 
 
-def test_gunicorn_fixture(gunicorn_server: Callable[..., object]) -> None:
+def test_gunicorn_fixture(gunicorn_server: Callable[..., Gunicorn]) -> None:
     g = gunicorn_server()
     pids = set()
     for _ in range(10):
-        pids.add(requests.get(f"{g.url}/", timeout=5).json()["pid"])  # type: ignore[attr-defined]
-    assert pids <= set(g.workers())  # type: ignore[attr-defined]
-    r = requests.post(f"{g.url}/upload", data=b"z" * 100000, timeout=5)  # type: ignore[attr-defined]
+        pids.add(requests.get(f"{g.url}/", timeout=5).json()["pid"])
+    assert pids <= set(g.workers())
+    r = requests.post(f"{g.url}/upload", data=b"z" * 100000, timeout=5)
     assert r.json()["body_sha256"] == hashlib.sha256(b"z" * 100000).hexdigest()
-    tree = procs.tree(g.pid)  # type: ignore[attr-defined]
+    tree = procs.tree(g.pid)
     assert len(tree) == 3
-    g.stop()  # type: ignore[attr-defined]
+    g.stop()
     assert not procs.survivors(tree)
 
 
-def test_certs_fixture_serves_tls(certs: object) -> None:
+def _serve_tls_once(cert: Path, key: Path) -> tuple[int, threading.Thread, socket.socket]:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(certs.cert_pem, certs.key_pem)  # type: ignore[attr-defined]
+    ctx.load_cert_chain(cert, key)
     lsock = socket.create_server(("127.0.0.1", 0))
-    port = lsock.getsockname()[1]
 
     def serve() -> None:
         conn, _ = lsock.accept()
@@ -186,8 +186,27 @@ def test_certs_fixture_serves_tls(certs: object) -> None:
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    r = curl("--cacert", str(certs.ca_pem), f"https://localhost:{port}/")  # type: ignore[attr-defined]
+    return lsock.getsockname()[1], t, lsock
+
+
+def test_certs_fixture_serves_tls(certs: Certs) -> None:
+    port, t, lsock = _serve_tls_once(certs.cert_pem, certs.key_pem)
+    r = curl("--cacert", str(certs.ca_pem), f"https://localhost:{port}/")
     t.join(5)
     lsock.close()
     assert r.returncode == 0, r.stderr
     assert r.stdout == "ok"
+
+
+def test_make_dev_certs_script(tmp_path: Path) -> None:
+    out = tmp_path / "dev"
+    r = subprocess.run([sys.executable, str(ROOT / "certs" / "make_dev_certs.py"), "--out",
+                        str(out)], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert f"curl --cacert {out / 'ca.pem'} https://localhost:8443/" in r.stdout
+    assert (out / "server-key.pem").stat().st_mode & 0o077 == 0
+    port, t, lsock = _serve_tls_once(out / "server.pem", out / "server-key.pem")
+    res = curl("--cacert", str(out / "ca.pem"), f"https://127.0.0.1:{port}/")
+    t.join(5)
+    lsock.close()
+    assert res.returncode == 0, res.stderr

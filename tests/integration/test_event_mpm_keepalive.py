@@ -66,8 +66,7 @@ def test_one_child_holds_2000_idle_keepalive_connections(
         assert latency < 2.0, f"new client waited {latency:.2f}s behind idle connections"
 
         assert idle.still_open() == IDLE, "the proxy dropped idle keep-alive connections"
-        assert proxy.children() == [child] or set(proxy.children()) >= {child}
-        assert procs.alive(child)
+        assert child in proxy.children(), "the serving child died or was replaced"
         threads_after = len(procs.thread_ids(child))
         assert threads_after == threads_before, (
             f"threads grew {threads_before} -> {threads_after} with {IDLE} idle connections")

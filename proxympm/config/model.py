@@ -154,6 +154,8 @@ class ServerConfig:
     graceful_shutdown_timeout: float = 0.0
     error_log: str = "logs/error_log"
     log_level: str = "warn"
+    # LogLevel module:level pairs, module by short name ("ssl", "proxy"), config order
+    module_log_levels: tuple[tuple[str, str], ...] = ()
     defines: tuple[str, ...] = ()  # names from -D and Define, for <IfDefine>
     warnings: tuple[str, ...] = ()  # httpd-style notices found while loading (AH00513...)
 

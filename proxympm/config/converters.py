@@ -1,0 +1,530 @@
+"""Argument converters: directive words in, typed values out.
+
+Each converter takes an ``Invocation`` (the directive's words and where it
+stands) and returns a value, or raises ``DirectiveError`` with httpd's wording
+where httpd has one. Where httpd silently accepts nonsense (``atoi("5ms")`` is 5),
+proxympm refuses it; each such place says so in its directive's compat note.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxympm.config.errors import DirectiveError
+from proxympm.config.model import Listen, ProxyRoute, ReverseRule, WorkerParams
+from proxympm.config.modules import KNOWN_SHORT_NAMES, short_name
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One use of a directive: canonical name, words, place, surroundings."""
+
+    name: str
+    args: tuple[str, ...]
+    file: str
+    line: int
+    server_root: str
+    location: str | None = None  # the enclosing <Location> path
+    warnings: list[str] = field(default_factory=list)  # the loader's sink
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(f"{message} ({self.where})")
+
+
+# ---------------------------------------------------------------------------
+# Scalars
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DURATION = re.compile(r"([0-9]+)(ms|s|mi|min|h)?")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "mi": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def flag(word: str) -> bool:
+    """On/Off, case-insensitive (the FLAG arity check has vetted the word)."""
+    return word.lower() == "on"
+
+
+def integer(name: str, word: str) -> int:
+    if not _INTEGER.fullmatch(word):
+        raise DirectiveError(f"Invalid value for directive {name}, expected integer")
+    return int(word)
+
+
+def duration(word: str, default_unit: str = "s") -> float | None:
+    """``ap_timeout_parameter_parse``: an integer with an optional ms|s|mi|h unit."""
+    m = _DURATION.fullmatch(word)
+    if m is None:
+        return None
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2) or default_unit]
+
+
+def server_path(root: str, word: str) -> str:
+    """A file name made absolute against ServerRoot (``ap_server_root_relative``)."""
+    return os.path.normpath(os.path.join(root, word))
+
+
+def log_target(root: str, word: str) -> str:
+    """A log destination: ``|command`` and ``syslog[:...]`` stay as written."""
+    if word.startswith("|") or word == "syslog" or word.startswith("syslog:"):
+        return word
+    return server_path(root, word)
+
+
+def existing_file(inv: Invocation) -> str:
+    """mod_ssl's ``ssl_cmd_check_file``: the file must exist and not be empty."""
+    word = inv.args[0]
+    if word.lower().startswith("pkcs11:"):
+        raise DirectiveError(f"{inv.name}: PKCS#11 URIs are not supported by proxympm")
+    path = server_path(inv.server_root, word)
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        raise DirectiveError(f"{inv.name}: file '{path}' does not exist or is empty")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Addresses
+
+
+def _split_host_port(word: str) -> tuple[str, str | None]:
+    """``apr_parse_addr_port`` shape: ``[v6]:port``, ``host:port``, ``host`` or ``port``."""
+    if word.startswith("["):
+        end = word.find("]")
+        if end < 0:
+            raise DirectiveError("Invalid address or port")
+        host, tail = word[1:end], word[end + 1 :]
+        if tail and not tail.startswith(":"):
+            raise DirectiveError("Invalid address or port")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise DirectiveError("Invalid address or port") from None
+        return host, tail[1:] if tail else None
+    if word.count(":") > 1:  # a bare IPv6 address without brackets
+        raise DirectiveError("Invalid address or port")
+    host, sep, port = word.rpartition(":")
+    if not sep:
+        return ("", word) if word.isdigit() else (word, None)
+    return host, port
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise DirectiveError("Invalid address or port")
+    return int(text)
+
+
+def listen(inv: Invocation) -> Listen:
+    if not 1 <= len(inv.args) <= 2:
+        raise DirectiveError("Listen requires 1 or 2 arguments.")
+    host, port = _split_host_port(inv.args[0])
+    if host == "*":
+        host = ""
+    if "%" in host:
+        raise DirectiveError("Scope id is not supported")
+    if not port:
+        raise DirectiveError("Port must be specified")
+    number = _port(port)
+    protocol = inv.args[1].lower() if len(inv.args) == 2 else ("https" if number == 443 else "http")
+    if protocol not in ("http", "https"):
+        raise DirectiveError(
+            f"Listen protocol '{inv.args[1]}' is not supported (proxympm speaks http and https)"
+        )
+    return Listen(host=host, port=number, protocol=protocol, where=inv.where)
+
+
+def vhost_addresses(inv: Invocation) -> tuple[tuple[str, int], ...]:
+    """``<VirtualHost addr[:port] ...>``: ``*`` / ``_default_`` / IP / name; port 0 = any."""
+    addresses: list[tuple[str, int]] = []
+    for word in inv.args:
+        if word.startswith("[") or word.count(":") <= 1:
+            try:
+                host, port = _split_host_port(word)
+            except DirectiveError:
+                raise DirectiveError(f"Invalid address or port in <VirtualHost {word}>") from None
+        else:
+            host, port = word, None
+        if not host and port:  # "<VirtualHost 80>" is a host named 80 in httpd
+            host, port = port, None
+        if port in (None, "*"):
+            number = 0
+        else:
+            try:
+                number = _port(port)
+            except DirectiveError:
+                raise DirectiveError(f"Invalid address or port in <VirtualHost {word}>") from None
+        addresses.append((host, number))
+    return tuple(addresses)
+
+
+# ---------------------------------------------------------------------------
+# mod_proxy
+
+_URL_SCHEMES = ("http", "https", "balancer")
+# Keys httpd knows that proxympm does not implement: refused by name, not as typos.
+_APACHE_ONLY_KEYS = frozenset(
+    {
+        "min", "smax", "acquire", "ping", "loadfactor", "lbset", "route", "redirect",
+        "status", "flushpackets", "flushwait", "iobuffersize", "receivebuffersize",
+        "responsefieldsize", "upgrade", "mapping", "addressttl", "secret", "flusher",
+        "hcmethod", "hcinterval", "hcpasses", "hcfails", "hcuri", "hcexpr", "hctemplate",
+    }
+)  # fmt: skip
+
+
+def _whole_seconds(value: str, label: str) -> int:
+    if not _INTEGER.fullmatch(value) or int(value) < 1:
+        raise DirectiveError(f"ProxyPass {label} must be at least one second (integer seconds)")
+    return int(value)
+
+
+def _on_off(value: str, label: str) -> bool:
+    if value.lower() not in ("on", "off"):
+        raise DirectiveError(f"ProxyPass {label} must be On|Off")
+    return value.lower() == "on"
+
+
+def worker_params(pairs: Sequence[tuple[str, str]]) -> WorkerParams:
+    """mod_proxy's ``set_worker_param`` for the keys proxympm implements."""
+    values: dict[str, object] = {}
+    for key, value in pairs:
+        k = key.lower()
+        if k == "timeout":
+            values["timeout"] = float(_whole_seconds(value, "Timeout"))
+        elif k == "connectiontimeout":
+            seconds = duration(value)
+            if seconds is None:
+                raise DirectiveError("ProxyPass Connectiontimeout has wrong format")
+            if seconds < 0.001:
+                raise DirectiveError(
+                    "ProxyPass Connectiontimeout must be at least one millisecond."
+                )
+            values["connectiontimeout"] = seconds
+        elif k == "ttl":
+            values["ttl"] = float(_whole_seconds(value, "TTL"))
+        elif k == "max":
+            if not _INTEGER.fullmatch(value) or int(value) < 0:
+                raise DirectiveError("ProxyPass Max must be a positive number")
+            values["max"] = int(value) or None  # 0: no cap, as httpd's default
+        elif k == "retry":
+            if not _INTEGER.fullmatch(value) or int(value) < 0:
+                raise DirectiveError("ProxyPass Retry must be a positive value")
+            values["retry"] = float(int(value))
+        elif k == "keepalive":
+            values["keepalive"] = _on_off(value, "KeepAlive")
+        elif k == "disablereuse":
+            values["disablereuse"] = _on_off(value, "DisableReuse")
+        elif k == "enablereuse":
+            values["disablereuse"] = not _on_off(value, "EnableReuse")
+        elif k in _APACHE_ONLY_KEYS:
+            raise DirectiveError(f"ProxyPass Worker parameter '{key}' is not supported by proxympm")
+        else:
+            raise DirectiveError(f"ProxyPass unknown Worker parameter '{key}'")
+    return WorkerParams(**values)  # type: ignore[arg-type]
+
+
+def backend_url(directive: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in _URL_SCHEMES or not parts.netloc or not url.startswith(
+        f"{parts.scheme}://"
+    ):
+        raise DirectiveError(
+            f"{directive} URL '{url}' is not supported: "
+            "proxympm proxies to http://, https:// and balancer:// URLs"
+        )
+    if parts.query or url.endswith("?"):
+        raise DirectiveError(f"{directive} URL '{url}' must not contain a query string")
+    if parts.fragment or "#" in url:
+        raise DirectiveError(f"{directive} URL '{url}' must not contain a fragment")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise DirectiveError(f"{directive} URL '{url}' has an invalid port") from None
+    return url
+
+
+def _location_path(inv: Invocation) -> str | None:
+    """The enclosing <Location> path, refused if it is a wildcard pattern."""
+    location = inv.location
+    if location is not None and any(c in location for c in "*?["):
+        raise DirectiveError(f"{inv.name} inside a wildcard <Location> is not supported")
+    return location
+
+
+def proxy_pass(inv: Invocation) -> ProxyRoute:
+    """``ProxyPass [path] !|url [key=value ...]`` (mod_proxy's ``add_pass``)."""
+    path = _location_path(inv)
+    url: str | None = None
+    pairs: list[tuple[str, str]] = []
+    for word in inv.args:
+        if path is None:
+            if word == "~":
+                raise DirectiveError("ProxyPass ~ (regular expressions) is not supported")
+            path = word
+        elif url is None:
+            url = word
+        elif word.lower() in ("nocanon", "interpolate", "noquery"):
+            raise DirectiveError(f"ProxyPass flag '{word}' is not supported by proxympm")
+        elif "=" not in word:
+            if inv.location is not None and url.startswith("/"):
+                raise DirectiveError(
+                    "ProxyPass|ProxyPassMatch can not have a path when defined in a location."
+                )
+            raise DirectiveError(
+                "Invalid ProxyPass|ProxyPassMatch parameter. "
+                "Parameter must be in the form 'key=value'."
+            )
+        else:
+            key, _, value = word.partition("=")
+            pairs.append((key, value))
+    if url is None or path is None:
+        raise DirectiveError("ProxyPass|ProxyPassMatch needs a path when not defined in a location")
+    if not path.startswith("/"):
+        raise DirectiveError(f"ProxyPass path '{path}' must start with '/'")
+    if url == "!":
+        return ProxyRoute(path=path, url=None, where=inv.where)
+    return ProxyRoute(
+        path=path,
+        url=backend_url("ProxyPass", url),
+        params=worker_params(pairs),
+        where=inv.where,
+    )
+
+
+def proxy_pass_reverse(inv: Invocation) -> ReverseRule:
+    """``ProxyPassReverse [path] url`` (mod_proxy's ``add_pass_reverse``)."""
+    args = inv.args
+    if args and args[-1].lower() == "interpolate":
+        raise DirectiveError("ProxyPassReverse interpolate is not supported by proxympm")
+    location = _location_path(inv)
+    if not args or len(args) > 2:
+        raise DirectiveError("ProxyPassReverse takes 1-2 arguments, a virtual path and a URL")
+    if location is None:
+        if len(args) < 2:
+            raise DirectiveError("ProxyPassReverse needs a path when not defined in a location")
+        path, url = args[0], args[1]
+    else:
+        if len(args) > 1:
+            raise DirectiveError("ProxyPassReverse can not have a path when defined in a location")
+        path, url = location, args[0]
+    return ReverseRule(path=path, url=backend_url("ProxyPassReverse", url), where=inv.where)
+
+
+# ---------------------------------------------------------------------------
+# mod_ssl
+
+TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
+_OLD_PROTOCOLS = ("SSLv3", "TLSv1", "TLSv1.1")
+_PROTOCOL_NAMES = {p.lower(): p for p in (*_OLD_PROTOCOLS, *TLS_PROTOCOLS)}
+
+
+def ssl_protocols(inv: Invocation) -> tuple[str, ...]:
+    """``SSLProtocol [+|-]proto ...`` resolved to the protocols proxympm enables.
+
+    ``all`` means every protocol proxympm supports (TLSv1.2, TLSv1.3). Naming
+    SSLv3, TLSv1 or TLSv1.1 to *enable* it is an error: Python's OpenSSL refuses
+    them, and a silent downgrade of what was asked would hide that.
+    """
+    chosen: set[str] = set()
+    for word in inv.args:
+        action = word[0] if word[:1] in ("+", "-") else ""
+        name = word[1:] if action else word
+        if name.lower() == "all":
+            protocols = set(TLS_PROTOCOLS)
+        elif name.lower() in _PROTOCOL_NAMES:
+            protocols = {_PROTOCOL_NAMES[name.lower()]}
+        else:
+            raise DirectiveError(f"SSLProtocol: Illegal protocol '{name}'")
+        if action != "-" and protocols & set(_OLD_PROTOCOLS):
+            raise DirectiveError(
+                f"SSLProtocol: {name} is not supported: proxympm requires TLSv1.2 or later"
+            )
+        if action == "-":
+            chosen -= protocols
+        elif action == "+":
+            chosen |= protocols
+        else:
+            if chosen:
+                inv.warn(
+                    f"SSLProtocol: Protocol '{word}' overrides already set parameter(s). "
+                    "Check if a +/- prefix is missing."
+                )
+            chosen = set(protocols)
+    if not chosen:
+        raise DirectiveError(
+            "SSLProtocol: no protocol left enabled (choose TLSv1.2 and/or TLSv1.3)"
+        )
+    return tuple(p for p in TLS_PROTOCOLS if p in chosen)
+
+
+# ---------------------------------------------------------------------------
+# Logging
+
+LOG_LEVELS = (
+    "emerg", "alert", "crit", "error", "warn", "notice", "info", "debug",
+    *(f"trace{n}" for n in range(1, 9)),
+)  # fmt: skip
+
+
+def log_levels(inv: Invocation) -> tuple[str | None, dict[str, str]]:
+    """``LogLevel [module:]level ...``: the global level and per-module levels."""
+    overall: str | None = None
+    modules: dict[str, str] = {}
+    for word in inv.args:
+        module, sep, level = word.rpartition(":")
+        if level.lower() not in LOG_LEVELS:
+            raise DirectiveError(
+                "LogLevel requires level keyword: one of "
+                "emerg/alert/crit/error/warn/notice/info/debug/trace1/.../trace8"
+            )
+        if not sep:
+            overall = level.lower()
+            continue
+        short = short_name(module)
+        if short not in KNOWN_SHORT_NAMES:
+            inv.warn(f"LogLevel: module '{module}' is not part of proxympm; level ignored")
+            continue
+        modules[short] = level.lower()
+    return overall, modules
+
+
+# ---------------------------------------------------------------------------
+# Converters the declaration table uses directly
+
+
+Converter = Callable[[Invocation], Any]
+
+
+def first(inv: Invocation) -> str:
+    return inv.args[0]
+
+
+def all_words(inv: Invocation) -> tuple[str, ...]:
+    return inv.args
+
+
+def on_off(inv: Invocation) -> bool:
+    return flag(inv.args[0])
+
+
+def path(inv: Invocation) -> str:
+    return server_path(inv.server_root, inv.args[0])
+
+
+def error_log(inv: Invocation) -> str:
+    return log_target(inv.server_root, inv.args[0])
+
+
+def whole_number(minimum: int | None = None, complaint: str = "") -> Converter:
+    """An integer word; below ``minimum`` is refused with ``complaint``."""
+
+    def convert(inv: Invocation) -> int:
+        value = integer(inv.name, inv.args[0])
+        if minimum is not None and value < minimum:
+            raise DirectiveError(complaint.format(name=inv.name, arg=inv.args[0]))
+        return value
+
+    return convert
+
+
+def whole_seconds(minimum: int, complaint: str) -> Converter:
+    """Integer seconds, as httpd's ``atoi`` directives, as a float."""
+    inner = whole_number(minimum, complaint)
+    return lambda inv: float(inner(inv))
+
+
+def one_of(*choices: str, complaint: str) -> Converter:
+    def convert(inv: Invocation) -> str:
+        word = inv.args[0].lower()
+        if word not in choices:
+            raise DirectiveError(complaint)
+        return word
+
+    return convert
+
+
+def keepalive_timeout(inv: Invocation) -> float:
+    seconds = duration(inv.args[0])
+    if seconds is None:
+        raise DirectiveError("KeepAliveTimeout has wrong format")
+    return seconds
+
+
+def worker_factor(inv: Invocation) -> float:
+    """event's ``set_worker_factor``: > 0 required, below 1 raised to 1."""
+    try:
+        value = float(inv.args[0])
+    except ValueError:
+        raise DirectiveError("error parsing value") from None
+    if not 0 < value < float("inf"):
+        raise DirectiveError("AsyncRequestWorkerFactor argument must be a positive number")
+    if value < 1:
+        inv.warn(f"AsyncRequestWorkerFactor {inv.args[0]} is below 1, using 1")
+        return 1.0
+    return value
+
+
+def proxy_requests(inv: Invocation) -> bool:
+    if flag(inv.args[0]):
+        raise DirectiveError(
+            "ProxyRequests On (forward proxying) is not supported: proxympm is a reverse "
+            "proxy only; use ProxyPass"
+        )
+    return False
+
+
+def log_format(inv: Invocation) -> tuple[str, str | None]:
+    """``LogFormat format [nickname]``: (format, nickname or None)."""
+    return inv.args[0], inv.args[1] if len(inv.args) > 1 else None
+
+
+def custom_log(inv: Invocation) -> tuple[str, str]:
+    """``CustomLog target format|nickname``: (target, format or nickname)."""
+    if len(inv.args) == 3:
+        raise DirectiveError(
+            f"CustomLog condition '{inv.args[2]}' is not supported by proxympm "
+            "(no env= or expr= clauses)"
+        )
+    return log_target(inv.server_root, inv.args[0]), inv.args[1]
+
+
+def transfer_log(inv: Invocation) -> str:
+    return log_target(inv.server_root, inv.args[0])
+
+
+def ssl_engine(inv: Invocation) -> bool:
+    word = inv.args[0].lower()
+    if word == "optional":
+        raise DirectiveError("SSLEngine optional (RFC 2817 upgrade) is not supported by proxympm")
+    if word not in ("on", "off"):
+        raise DirectiveError("Argument must be On, Off, or Optional")
+    return word == "on"
+
+
+def cipher_suite(inv: Invocation) -> str:
+    """``SSLCipherSuite [SSL] spec``: the OpenSSL cipher string."""
+    if len(inv.args) == 2:
+        protocol = inv.args[0]
+        if protocol.upper() == "TLSV1.3":
+            raise DirectiveError(
+                "SSLCipherSuite TLSv1.3 is not supported: Python's ssl module cannot "
+                "choose TLSv1.3 cipher suites"
+            )
+        if protocol.upper() != "SSL":
+            raise DirectiveError(f"SSLCipherSuite: unknown protocol '{protocol}'")
+    return inv.args[-1]
+
+
+def location(inv: Invocation) -> str:
+    if inv.args[0] == "~":
+        raise DirectiveError("<Location ~> (regular expressions) is not supported by proxympm")
+    return inv.args[0]

@@ -1,0 +1,130 @@
+"""``proxympm -S``: a loaded configuration, written out for a human, like ``httpd -S``.
+
+Shows what will happen, not what was written: listeners, each host with its
+names, its routes in the order they are matched (inherited ones included) with
+their non-default worker parameters, its reverse rules and TLS, and the MPM
+numbers after mpm_event's corrections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from proxympm.config.loader import vhost_address
+from proxympm.config.model import (
+    HostConfig,
+    Listen,
+    ProxyRoute,
+    ServerConfig,
+    WorkerParams,
+)
+
+_DEFAULT_PARAMS = WorkerParams()
+
+
+def _listen(listen: Listen) -> str:
+    host = f"[{listen.host}]" if ":" in listen.host else (listen.host or "*")
+    return f"{host}:{listen.port} {listen.protocol}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def _params(params: WorkerParams) -> str:
+    shown = []
+    for f in dataclasses.fields(WorkerParams):
+        value = getattr(params, f.name)
+        if value == getattr(_DEFAULT_PARAMS, f.name):
+            continue
+        if isinstance(value, bool):
+            shown.append(f"{f.name}={'On' if value else 'Off'}")
+        else:
+            shown.append(f"{f.name}={_number(value)}")
+    return " ".join(shown)
+
+
+def _route(route: ProxyRoute) -> str:
+    if route.url is None:
+        text = f"{route.path} -> ! (not proxied)"
+    else:
+        text = f"{route.path} -> {route.url}"
+        params = _params(route.params)
+        if params:
+            text += f" {params}"
+    return f"{text}  ({route.where})" if route.where else text
+
+
+def _host_lines(host: HostConfig, indent: str) -> list[str]:
+    lines = [f"{indent}ServerName: {host.server_name or '(none)'}"]
+    if host.server_aliases:
+        lines.append(f"{indent}ServerAlias: {' '.join(host.server_aliases)}")
+    if host.routes:
+        lines.append(f"{indent}Routes, in match order:")
+        lines += [f"{indent}  {_route(r)}" for r in host.routes]
+    else:
+        lines.append(f"{indent}Routes: none")
+    for rule in host.reverse_rules:
+        lines.append(f"{indent}ProxyPassReverse {rule.path} {rule.url}  ({rule.where})")
+    tls = host.tls
+    if tls.engine:
+        lines.append(
+            f"{indent}TLS: on, {' '.join(tls.protocols)}, certificate {tls.certificate_file}"
+            + (f", key {tls.certificate_key_file}" if tls.certificate_key_file else "")
+        )
+    timeouts = f"Timeout {_number(host.timeout)}"
+    if host.proxy_timeout is not None:
+        timeouts += f", ProxyTimeout {_number(host.proxy_timeout)}"
+    keepalive = (
+        f"KeepAlive On ({_number(host.keepalive_timeout)}s, "
+        f"{host.max_keepalive_requests or 'unlimited'} requests)"
+        if host.keepalive
+        else "KeepAlive Off"
+    )
+    lines.append(f"{indent}{timeouts}; {keepalive}")
+    for log in host.custom_logs:
+        lines.append(f'{indent}CustomLog {log.target} "{log.format}"')
+    lines.append(f"{indent}ErrorLog {host.error_log}")
+    return lines
+
+
+def describe(config: ServerConfig) -> str:
+    """The configuration as ``proxympm -S`` prints it."""
+    lines = [
+        f'ServerRoot: "{config.server_root}"',
+        f'Main config: "{config.config_file}"',
+        f'PidFile: "{config.pid_file}"',
+        f'ErrorLog: "{config.error_log}", LogLevel {config.log_level}'
+        + "".join(f" {m}:{level}" for m, level in config.module_log_levels),
+    ]
+    if config.defines:
+        lines.append(f"Define: {' '.join(config.defines)}")
+    lines.append("Listen:")
+    lines += [f"  {_listen(listen)}  ({listen.where})" for listen in config.listens]
+    lines.append("Main server:")
+    lines += _host_lines(config.main, "  ")
+    if config.vhosts:
+        lines.append("VirtualHost configuration:")
+    for vhost in config.vhosts:
+        addresses = " ".join(vhost_address(h, p) for h, p in vhost.addresses)
+        lines.append(f"  <VirtualHost {addresses}>  ({vhost.host.where})")
+        lines += _host_lines(vhost.host, "    ")
+    processes = config.max_request_workers // config.threads_per_child
+    lines += [
+        "MPM event:",
+        f"  StartServers {config.start_servers}, ServerLimit {config.server_limit}, "
+        f"ThreadsPerChild {config.threads_per_child}, ThreadLimit {config.thread_limit}",
+        f"  MaxRequestWorkers {config.max_request_workers} (at most {processes} child "
+        "processes)",
+        f"  MinSpareThreads {config.min_spare_threads}, "
+        f"MaxSpareThreads {config.max_spare_threads}",
+        f"  MaxConnectionsPerChild {config.max_connections_per_child or '0 (unlimited)'}, "
+        f"AsyncRequestWorkerFactor {_number(config.async_request_worker_factor)}, "
+        f"ListenBacklog {config.listen_backlog}",
+        f"  GracefulShutdownTimeout {_number(config.graceful_shutdown_timeout)}"
+        + (" (wait indefinitely)" if not config.graceful_shutdown_timeout else ""),
+    ]
+    if config.warnings:
+        lines.append("Warnings:")
+        lines += [f"  {w}" for w in config.warnings]
+    return "\n".join(lines) + "\n"

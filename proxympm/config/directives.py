@@ -1,0 +1,502 @@
+"""Every directive proxympm understands, declared once.
+
+This table drives the reader (read-time directives), the loader (contexts,
+arity, conversion, storage) and the generated reference, conf/DIRECTIVES.md
+(``python -m proxympm.config.reference``). Adding a directive means adding one
+``Declaration`` here, a converter if none fits, and a model field if it needs one.
+"""
+
+from __future__ import annotations
+
+from proxympm.config import converters as cv
+from proxympm.config import stores as st
+from proxympm.config.declaration import (
+    ANYWHERE,
+    FLAG,
+    ITERATE,
+    RAW,
+    SERVER,
+    TAKE1,
+    TAKE2,
+    TAKE12,
+    TAKE23,
+    VHOST,
+    Arity,
+    Declaration,
+    check_arity,
+)
+from proxympm.config.scope import Context
+
+__all__ = ["DECLARATIONS", "Arity", "Declaration", "check_arity", "lookup", "spelling"]
+
+LOCATION_TOO = VHOST | Context.LOCATION
+_NON_NEGATIVE = '{name} "{arg}" must be a non-negative integer'
+
+
+def _mpm(
+    name: str, default: str, doc: str, field: str, usage: str,
+    aliases: tuple[str, ...] = (), minimum: int | None = None,
+) -> Declaration:
+    """An mpm_event number: server context, one integer (clamped after loading)."""
+    return Declaration(
+        name=name, contexts=SERVER, arity=TAKE1, convert=cv.whole_number(minimum, _NON_NEGATIVE),
+        store=st.server(field), syntax=f"{name} number", default=default, doc=doc,
+        usage=usage, aliases=aliases, module="mpm_event",
+    )  # fmt: skip
+
+
+def _read_time(name: str, arity: Arity, syntax: str, doc: str, **kw: object) -> Declaration:
+    return Declaration(
+        name=name, contexts=ANYWHERE, arity=arity, convert=cv.all_words, store=st.nothing,
+        syntax=syntax, default=None, doc=doc, read_time=True, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+DECLARATIONS: tuple[Declaration, ...] = (
+    # -- read while the files are read ------------------------------------
+    Declaration(
+        "ServerRoot", SERVER, TAKE1, cv.all_words, st.nothing,
+        syntax="ServerRoot directory", default=None, read_time=True,
+        doc="Directory that relative paths (Include, PidFile, logs, certificates) are "
+        "resolved against. Defaults to the directory given with `-d`, else the current "
+        "directory. It takes effect for the lines after it.",
+        compat="As httpd, the directive overrides `-d`. Must be at top level.",
+        usage="Common directory of server-related files (logs, confs, etc.)",
+    ),  # fmt: skip
+    _read_time(
+        "Define", TAKE12, "Define name [value]",
+        "Defines `name` for `<IfDefine>` (like `-D name`) and, with a value, the variable "
+        "`${name}` for every later line, in every file, regardless of sections.",
+        usage="Define a variable, optionally to a value.  Same as passing -D to the command "
+        "line.",
+    ),
+    _read_time(
+        "UnDefine", TAKE1, "UnDefine name",
+        "Removes a name set by `Define` or `-D`, and its variable.",
+        usage="Undefine the existence of a variable. Undo a Define.",
+    ),
+    _read_time(
+        "Include", TAKE1, "Include file-path|directory-path|wildcard",
+        "Reads other files here, as if they were written in place of the line (also inside "
+        "sections). Relative to ServerRoot. Wildcards (`*`, `?`, `[..]`) may appear in the "
+        "file and directory parts; matches are read in alphabetical order; a directory "
+        "includes every file below it. A wildcard that matches nothing is an error. At most "
+        "128 levels of nested Include.",
+        usage="Name(s) of the config file(s) to be included; fails if the wildcard does not "
+        "match at least one file",
+    ),
+    _read_time(
+        "IncludeOptional", TAKE1, "IncludeOptional file-path|directory-path|wildcard",
+        "As `Include`, but a path or wildcard that matches nothing is silently ignored.",
+        usage="Name or pattern of the config file(s) to be included; ignored if the file "
+        "does not exist or the pattern does not match any files",
+    ),
+    _read_time(
+        "IfDefine", TAKE1, "<IfDefine [!]name> ... </IfDefine>",
+        "Reads the enclosed lines only if `name` is (with `!`: is not) defined by `-D` or "
+        "`Define`. Nests.", section=True,
+    ),
+    _read_time(
+        "IfModule", TAKE1, "<IfModule [!]module> ... </IfModule>",
+        "Reads the enclosed lines only if the module is (with `!`: is not) present, by "
+        "identifier (`proxy_module`) or source file (`mod_proxy.c`). proxympm counts as "
+        "present: proxy, proxy_http, proxy_balancer, proxy_wstunnel, ssl, mpm_event, "
+        "log_config, status, headers, remoteip, reqtimeout (and core); nothing else.",
+        section=True,
+    ),
+    _read_time(
+        "IfFile", TAKE1, "<IfFile [!]path> ... </IfFile>",
+        "Reads the enclosed lines only if the path (relative to ServerRoot) exists (with "
+        "`!`: does not).", section=True,
+    ),
+    # -- sections ---------------------------------------------------------
+    Declaration(
+        "VirtualHost", SERVER, ITERATE, cv.vhost_addresses, st.virtual_host,
+        syntax="<VirtualHost addr[:port] [addr[:port]] ...> ... </VirtualHost>", default=None,
+        section=True,
+        doc="A virtual host: the directives inside apply to requests that arrive on one of "
+        "the addresses (`*`, `_default_`, an IP, `[IPv6]`; port `*` or none for any) and, "
+        "among vhosts on the same address, carry a matching Host (ServerName, then "
+        "ServerAlias; the first vhost is the default). Settings not given inside are "
+        "inherited from the main server, ProxyPass rules included (see ProxyPassInherit).",
+        compat="Host names are kept as written, not resolved while loading.",
+    ),  # fmt: skip
+    Declaration(
+        "Location", LOCATION_TOO, TAKE1, cv.location, st.location,
+        syntax="<Location URL-path> ... </Location>", default=None, section=True,
+        doc="Holds a `ProxyPass` and `ProxyPassReverse` for one URL path, given without the "
+        "path. Location rules are tried before the server's ProxyPass rules; when several "
+        "Locations match, the last one in the configuration wins, as httpd merges them.",
+        compat="Only ProxyPass and ProxyPassReverse are allowed inside. `<Location ~ regex>` "
+        "and `<LocationMatch>` are not supported.",
+    ),
+    # -- server identity and processes ------------------------------------
+    Declaration(
+        "ServerName", VHOST, TAKE1, cv.first, st.host("server_name"),
+        syntax="ServerName [scheme://]domain-name|ip-address[:port]", default=None,
+        doc="The name this (virtual) server answers to, used to select name-based virtual "
+        "hosts. A vhost without one inherits the main server's.",
+        usage="The hostname and port of the server",
+    ),
+    Declaration(
+        "ServerAlias", VHOST, ITERATE, cv.all_words, st.server_alias,
+        syntax="ServerAlias hostname [hostname] ...", default=None,
+        doc="Other names a virtual host answers to; wildcards `*` and `?` allowed.",
+        usage="A name or names alternatively used to access the server",
+    ),
+    Declaration(
+        "Listen", SERVER, RAW, cv.listen, st.listen,
+        syntax="Listen [IP-address:]port [http|https]", default=None,
+        doc="An address and port to accept connections on; at least one is required. IPv6 "
+        "addresses in brackets (`[::1]:8080`). The protocol defaults to `https` for port 443 "
+        "and `http` otherwise. The same address and port twice is an error.",
+        compat="Only the protocols `http` and `https` are accepted.",
+    ),
+    Declaration(
+        "ListenBacklog", SERVER, TAKE1, cv.whole_number(1, "ListenBacklog must be > 0"),
+        st.server("listen_backlog"), syntax="ListenBacklog backlog", default="511",
+        doc="The `listen(2)` backlog of every listening socket; the OS may cap it.",
+        usage="Maximum length of the queue of pending connections, as used by listen(2)",
+    ),
+    Declaration(
+        "PidFile", SERVER, TAKE1, cv.path, st.server("pid_file"),
+        syntax="PidFile filename", default="logs/httpd.pid",
+        doc="File the parent process writes its pid to (relative to ServerRoot).",
+        usage="A file for logging the server process ID",
+    ),
+    Declaration(
+        "LoadModule", SERVER, TAKE2, cv.all_words, st.nothing,
+        syntax="LoadModule module filename", default=None,
+        doc="Accepted and ignored, so that httpd configurations can be pasted in; the "
+        "modules proxympm provides are built in.",
+    ),
+    Declaration(
+        "User", SERVER, TAKE1, cv.first, st.ignored_user, syntax="User unix-userid",
+        default=None, doc="Accepted with a warning and ignored: proxympm does not switch "
+        "users; start it as the user it should run as.",
+    ),  # fmt: skip
+    Declaration(
+        "Group", SERVER, TAKE1, cv.first, st.ignored_user, syntax="Group unix-group",
+        default=None, doc="Accepted with a warning and ignored, as `User`.",
+    ),
+    # -- MPM (mpm_event) ---------------------------------------------------
+    _mpm(
+        "StartServers", "3", "Child processes created at startup (at least 1).",
+        field="start_servers", usage="Number of child processes launched at server startup",
+    ),
+    _mpm(
+        "ServerLimit", "16", "Upper limit on child processes for the server's lifetime "
+        "(1 to 20000); it sizes the scoreboard and cannot change on a restart.",
+        field="server_limit", usage="Maximum number of child processes for this run of Apache",
+    ),
+    _mpm(
+        "ThreadsPerChild", "25", "Worker threads in each child; capped at ThreadLimit.",
+        field="threads_per_child", usage="Number of threads each child creates",
+    ),
+    _mpm(
+        "ThreadLimit", "64", "Upper limit on ThreadsPerChild for the server's lifetime "
+        "(1 to 100000); it sizes the scoreboard.",
+        field="thread_limit", usage="Maximum number of worker threads per child process for "
+        "this run of Apache - Upper limit for ThreadsPerChild",
+    ),
+    _mpm(
+        "MaxRequestWorkers", "400", "Total worker threads, i.e. requests served at once; "
+        "also caps active children at MaxRequestWorkers / ThreadsPerChild. Raised to "
+        "ThreadsPerChild if lower, rounded down to a multiple of it (AH00513) and capped at "
+        "ServerLimit x ThreadsPerChild (AH00515), each with a warning.",
+        field="max_request_workers", aliases=("MaxClients",),
+        usage="Maximum number of threads alive at the same time",
+    ),
+    _mpm(
+        "MinSpareThreads", "75", "Server-wide idle worker floor: below it, children are "
+        "started.", field="min_spare_threads",
+        usage="Minimum number of idle threads, to handle request spikes",
+    ),
+    _mpm(
+        "MaxSpareThreads", "250", "Server-wide idle worker ceiling: above it, one child per "
+        "second is stopped gracefully. Raised to MinSpareThreads + ThreadsPerChild if lower.",
+        field="max_spare_threads", usage="Maximum number of idle threads",
+    ),
+    _mpm(
+        "MaxConnectionsPerChild", "0", "Connections (not requests) a child accepts before it "
+        "stops gracefully; 0 means never.", field="max_connections_per_child",
+        aliases=("MaxRequestsPerChild",), minimum=0,
+        usage="Maximum number of connections a particular child serves before dying.",
+    ),
+    Declaration(
+        "AsyncRequestWorkerFactor", SERVER, TAKE1, cv.worker_factor,
+        st.server("async_request_worker_factor"), syntax="AsyncRequestWorkerFactor factor",
+        default="2", module="mpm_event",
+        doc="How many connections a child accepts per idle worker, which decides when its "
+        "listener stops accepting. httpd stops accepting when a child's connections (not "
+        "counting lingering closes) exceed `ThreadsPerChild + factor x idle_workers`. In "
+        "proxympm, connections waiting in keep-alive or still sending their request head "
+        "cost no thread, so only connections that hold a worker or wait for one count "
+        "against `ThreadsPerChild + factor x idle_workers`; the total number of connections "
+        "per child is capped separately by a limit derived from the file descriptor limit "
+        "(RLIMIT_NOFILE less a reserve for upstream sockets and files). When the limit is "
+        "reached the listener stops accepting (new connections wait in the backlog) and, "
+        "with no idle worker, closes idle keep-alive connections early.",
+        compat="A factor <= 0 is an error; between 0 and 1 it is raised to 1 with a warning "
+        "(httpd clamps silently). The factor is used as a real number (httpd's admission "
+        "check truncates it to an integer).",
+        usage="How many additional connects will be accepted per idle worker thread",
+    ),  # fmt: skip
+    Declaration(
+        "GracefulShutdownTimeout", SERVER, TAKE1,
+        cv.whole_seconds(0, _NON_NEGATIVE), st.server("graceful_shutdown_timeout"),
+        syntax="GracefulShutdownTimeout seconds", default="0", module="mpm_event",
+        doc="After a graceful stop, how long the parent waits for children to finish before "
+        "terminating them; 0 waits indefinitely.",
+        usage="Maximum time in seconds to wait for child processes to complete transactions "
+        "during shutdown",
+    ),  # fmt: skip
+    # -- connections and requests -----------------------------------------
+    Declaration(
+        "KeepAlive", VHOST, FLAG, cv.on_off, st.host("keepalive"),
+        syntax="KeepAlive On|Off", default="On",
+        doc="Whether client connections persist across requests.",
+        usage="Whether persistent connections should be On or Off",
+    ),
+    Declaration(
+        "KeepAliveTimeout", VHOST, TAKE1, cv.keepalive_timeout, st.host("keepalive_timeout"),
+        syntax="KeepAliveTimeout num[ms|s|mi|h]", default="5",
+        doc="How long an idle persistent connection waits for its next request; seconds "
+        "unless a unit is given (`500ms`).",
+        usage="Keep-Alive timeout duration (sec)",
+    ),
+    Declaration(
+        "MaxKeepAliveRequests", VHOST, TAKE1, cv.whole_number(0, _NON_NEGATIVE),
+        st.host("max_keepalive_requests"), syntax="MaxKeepAliveRequests number",
+        default="100", doc="Requests per persistent connection; 0 means unlimited.",
+        usage="Maximum number of Keep-Alive requests per connection, or 0 for infinite",
+    ),
+    Declaration(
+        "Timeout", VHOST, TAKE1,
+        cv.whole_seconds(1, "{name} must be at least one second"), st.host("timeout"),
+        syntax="Timeout seconds", default="60",
+        doc="How long to wait for the client to send or accept data once a request has "
+        "started; also the default for ProxyTimeout.",
+        compat="Integer seconds >= 1; httpd's atoi reads `5ms` as 5 seconds, proxympm "
+        "refuses it.",
+        usage="Timeout duration (sec)",
+    ),  # fmt: skip
+    Declaration(
+        "LimitRequestLine", VHOST, TAKE1, cv.whole_number(0, _NON_NEGATIVE),
+        st.host("limit_request_line"), syntax="LimitRequestLine bytes", default="8190",
+        doc="Largest request line accepted; longer gets 414.",
+        usage="Limit on maximum size of an HTTP request line",
+    ),
+    Declaration(
+        "LimitRequestFields", VHOST, TAKE1, cv.whole_number(0, _NON_NEGATIVE),
+        st.host("limit_request_fields"), syntax="LimitRequestFields number", default="100",
+        doc="Most header fields in a request; 0 means unlimited. More gets 431.",
+        usage="Limit (0 = unlimited) on max number of header fields in a request message",
+    ),
+    Declaration(
+        "LimitRequestFieldSize", VHOST, TAKE1, cv.whole_number(0, _NON_NEGATIVE),
+        st.host("limit_request_field_size"), syntax="LimitRequestFieldSize bytes",
+        default="8190", doc="Largest single request header field; larger gets 431.",
+        usage="Limit on maximum size of an HTTP request header field",
+    ),
+    Declaration(
+        "LimitRequestBody", VHOST, TAKE1,
+        cv.whole_number(0, "LimitRequestBody requires a non-negative integer."),
+        st.host("limit_request_body"), syntax="LimitRequestBody bytes", default="1073741824",
+        doc="Largest request body accepted (1 GiB by default, as httpd since 2.4.54); 0 "
+        "means unlimited. Larger gets 413.",
+        compat="Server and virtual host only (httpd also allows directories).",
+        usage="Limit (in bytes) on maximum size of request message body",
+    ),  # fmt: skip
+    # -- mod_proxy ---------------------------------------------------------
+    Declaration(
+        "ProxyPass", LOCATION_TOO, RAW, cv.proxy_pass, st.proxy_pass, module="mod_proxy",
+        syntax="ProxyPass [path] !|url [key=value ...]", default=None,
+        doc="Maps requests whose path starts with `path` (on a whole segment: `/app` matches "
+        "`/app` and `/app/x`, never `/apps`) to `url` plus the rest of the path; `!` "
+        "excludes the path from proxying. Rules are tried in configuration order, first "
+        "match wins, so list exclusions and longer paths first. Inside `<Location>` the path "
+        "is omitted. The URL is `http://`, `https://` or `balancer://`, without a query. "
+        "Worker keys (case-insensitive): `timeout` (integer seconds >= 1, default "
+        "ProxyTimeout), `connectiontimeout` (seconds, or with a unit such as `500ms`; "
+        "default `timeout`), `ttl` (seconds an idle pooled connection may be reused), `max` "
+        "(concurrent requests to this backend across the server; 0 = no cap), `retry` "
+        "(seconds a failed backend is skipped, default 60, 0 = always retry), `keepalive` "
+        "(TCP keep-alive probes on backend sockets), `disablereuse`/`enablereuse` "
+        "(no connection pooling).",
+        compat="Any other httpd key is refused by name (`ping`, `acquire`, `min`, ...); an "
+        "unknown key is httpd's 'unknown Worker parameter'. `timeout=5ms` is refused where "
+        "httpd reads 5 seconds. The flags `nocanon`, `interpolate`, `noquery` and the `~` "
+        "regex form are not supported. `max` caps concurrent requests server-wide (httpd: "
+        "per-child connection pool size).",
+        usage="a virtual path and a URL",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyPassReverse", LOCATION_TOO, RAW, cv.proxy_pass_reverse,
+        st.proxy_pass_reverse, module="mod_proxy",
+        syntax="ProxyPassReverse [path] url", default=None,
+        doc="Rewrites `Location`, `Content-Location` and `URI` response headers that start "
+        "with `url` so that they start with `path` on this server. Inside `<Location>` the "
+        "path is omitted.",
+        compat="Rules given in a `<Location>` apply to every response of the host.",
+        usage="a virtual path and a URL for reverse proxy behaviour",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyPassInherit", VHOST, FLAG, cv.on_off, st.proxy_pass_inherit, module="mod_proxy",
+        syntax="ProxyPassInherit On|Off", default="On",
+        doc="Whether a virtual host also uses the main server's ProxyPass rules (and "
+        "Locations), which are tried before its own, as in httpd. Set it in the vhost.",
+        usage="Inherit ProxyPass directives defined from the main server",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyPreserveHost", VHOST, FLAG, cv.on_off, st.host("preserve_host"),
+        module="mod_proxy", syntax="ProxyPreserveHost On|Off", default="Off",
+        doc="On: send the client's Host header upstream (and use it as TLS SNI to https "
+        "backends). Off: Host is the backend URL's host[:port].",
+        compat="Server and virtual host only (httpd also allows directories).",
+        usage="on if we should preserve host header while proxying",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyTimeout", VHOST, TAKE1,
+        cv.whole_seconds(1, "Proxy Timeout must be at least 1 second."),
+        st.host("proxy_timeout"), module="mod_proxy", syntax="ProxyTimeout seconds",
+        default=None, doc="Default `timeout` of backend connections; unset, `Timeout` is used.",
+        usage="Set the timeout (in seconds) for a proxied connection. This overrides the "
+        "server timeout",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyAddHeaders", VHOST, FLAG, cv.on_off, st.host("add_headers"), module="mod_proxy",
+        syntax="ProxyAddHeaders On|Off", default="On",
+        doc="Add X-Forwarded-For, X-Forwarded-Host and X-Forwarded-Server to proxied "
+        "requests.", usage="on if X-Forwarded-* headers should be added or completed",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyVia", VHOST, TAKE1,
+        cv.one_of("off", "on", "full", "block",
+                  complaint="ProxyVia must be one of: off | on | full | block"),
+        st.host("via"), module="mod_proxy", syntax="ProxyVia Off|On|Full|Block",
+        default="Off",
+        doc="On: add a `Via` header to requests and responses; Full: with the server "
+        "version; Block: remove `Via` from requests; Off: pass it through.",
+        usage="Configure Via: proxy header header to one of: on | off | block | full",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyRequests", VHOST, FLAG, cv.proxy_requests, st.nothing, module="mod_proxy",
+        syntax="ProxyRequests Off", default="Off",
+        doc="Forward proxying. Only `Off` is accepted: proxympm is a reverse proxy.",
+        usage="on if the true proxy requests should be accepted",
+    ),
+    # -- logging -----------------------------------------------------------
+    Declaration(
+        "ErrorLog", VHOST, TAKE1, cv.error_log, st.host("error_log"),
+        syntax='ErrorLog file-path|"|command"|syslog[:facility]', default="logs/error_log",
+        doc="Where error messages go; relative to ServerRoot. A vhost without one uses the "
+        "main server's.", usage="The filename of the error log",
+    ),  # fmt: skip
+    Declaration(
+        "LogLevel", SERVER, ITERATE, cv.log_levels, st.log_level,
+        syntax="LogLevel [module:]level [module:level] ...", default="warn",
+        doc="Error log verbosity: emerg, alert, crit, error, warn, notice, info, debug, "
+        "trace1 ... trace8; `module:level` sets one module (`ssl`, `mod_ssl.c` and "
+        "`ssl_module` are the same).",
+        compat="Server context only. A level for a module proxympm does not have is ignored "
+        "with a warning.",
+        usage="The level of error log messages",
+    ),  # fmt: skip
+    Declaration(
+        "LogFormat", VHOST, TAKE12, cv.log_format, st.log_format, module="mod_log_config",
+        syntax="LogFormat format [nickname]", default=None,
+        doc="With a nickname, names a format for CustomLog; without, sets the format of "
+        "TransferLog. `common` and `combined` are predefined. A vhost sees the main "
+        "server's nicknames.",
+        usage="a log format string (see docs) and an optional format name",
+    ),  # fmt: skip
+    Declaration(
+        "CustomLog", VHOST, TAKE23, cv.custom_log, st.custom_log, module="mod_log_config",
+        syntax='CustomLog file-path|"|command" format|nickname', default=None,
+        doc="An access log: a file (relative to ServerRoot) or a piped command, with a "
+        "format string or a LogFormat nickname. A vhost with no access log of its own uses "
+        "the main server's.",
+        compat="`env=` and `expr=` conditions are not supported.",
+        usage='a file name, a custom log format string or format name, and an optional '
+        '"env=" or "expr=" clause (see docs)',
+    ),  # fmt: skip
+    Declaration(
+        "TransferLog", VHOST, TAKE1, cv.transfer_log, st.transfer_log,
+        module="mod_log_config", syntax='TransferLog file-path|"|command"', default=None,
+        doc="An access log in the format of the last LogFormat without nickname, else the "
+        "Common Log Format.", usage="the filename of the access log",
+    ),  # fmt: skip
+    # -- mod_ssl -----------------------------------------------------------
+    Declaration(
+        "SSLEngine", VHOST, TAKE1, cv.ssl_engine, st.tls("engine"), module="mod_ssl",
+        syntax="SSLEngine on|off", default="off",
+        doc="TLS on the client side of this (virtual) server. Needs SSLCertificateFile.",
+        compat="`optional` (RFC 2817 upgrade) is not supported.",
+        usage="SSL switch for the protocol engine ('on', 'off')",
+    ),
+    Declaration(
+        "SSLCertificateFile", VHOST, TAKE1, cv.existing_file,
+        st.certificate("certificate_file"), module="mod_ssl",
+        syntax="SSLCertificateFile file-path", default=None,
+        doc="PEM certificate, optionally followed by its chain (and the key). Relative to "
+        "ServerRoot; must exist and not be empty.",
+        compat="One certificate per host (httpd allows an RSA and an ECDSA pair); no PKCS#11.",
+        usage="SSL Server Certificate file ('/path/to/file' - PEM or DER encoded)",
+    ),  # fmt: skip
+    Declaration(
+        "SSLCertificateKeyFile", VHOST, TAKE1, cv.existing_file,
+        st.certificate("certificate_key_file"), module="mod_ssl",
+        syntax="SSLCertificateKeyFile file-path", default=None,
+        doc="PEM private key of the certificate, if not in SSLCertificateFile.",
+        usage="SSL Server Private Key file ('/path/to/file' - PEM or DER encoded)",
+    ),
+    Declaration(
+        "SSLProtocol", VHOST, ITERATE, cv.ssl_protocols, st.tls("protocols"),
+        module="mod_ssl", syntax="SSLProtocol [+|-]protocol ...", default="all -SSLv3",
+        doc="Protocols offered to clients: `TLSv1.2`, `TLSv1.3` or `all` (both), each "
+        "optionally prefixed with `+` (add) or `-` (remove); a word without a prefix "
+        "replaces what came before.",
+        compat="Asking for SSLv3, TLSv1 or TLSv1.1 (bare or with `+`) is an error: "
+        "Python's OpenSSL refuses them. `all` means TLSv1.2 and TLSv1.3.",
+        usage="Enable or disable various SSL protocols ('[+-][TLSv1[.n]] ...' - see manual)",
+    ),  # fmt: skip
+    Declaration(
+        "SSLCipherSuite", VHOST, TAKE12, cv.cipher_suite, st.tls("cipher_suite"),
+        module="mod_ssl", syntax="SSLCipherSuite [SSL] cipher-spec", default=None,
+        doc="OpenSSL cipher string for TLSv1.2 and below; unset, OpenSSL's default.",
+        compat="The `TLSv1.3` form is refused: Python cannot choose TLSv1.3 suites.",
+        usage="Colon-delimited list of permitted SSL Ciphers ('XXX:...:XXX' - see manual)",
+    ),  # fmt: skip
+    Declaration(
+        "SSLHonorCipherOrder", VHOST, FLAG, cv.on_off, st.tls("honor_cipher_order"),
+        module="mod_ssl", syntax="SSLHonorCipherOrder on|off", default="off",
+        doc="Prefer the server's cipher order to the client's.",
+        usage="Use the server's cipher ordering preference",
+    ),
+    Declaration(
+        "SSLSessionTickets", VHOST, FLAG, cv.on_off, st.tls("session_tickets"),
+        module="mod_ssl", syntax="SSLSessionTickets on|off", default="on",
+        doc="Offer TLS session tickets (RFC 5077) to clients.",
+        usage="Enable or disable TLS session tickets",
+    ),
+)  # fmt: skip
+
+_BY_NAME: dict[str, tuple[Declaration, str]] = {}
+for _declaration in DECLARATIONS:
+    for _spelling in (_declaration.name, *_declaration.aliases):
+        key = ("<" if _declaration.section else "") + _spelling.lower()
+        assert key not in _BY_NAME, f"{_spelling} declared twice"
+        _BY_NAME[key] = (_declaration, _spelling)
+
+
+def lookup(name: str) -> Declaration | None:
+    """The declaration for a directive name (``<Name`` for a section), any case."""
+    found = _BY_NAME.get(name.lower())
+    return found[0] if found else None
+
+
+def spelling(name: str) -> str:
+    """The canonical spelling of ``name``; a deprecated alias keeps its own."""
+    found = _BY_NAME.get(name.lower())
+    return found[1] if found else name

@@ -1,0 +1,283 @@
+"""From a config file name to a checked, immutable ``ServerConfig``.
+
+Three steps, as httpd does them:
+
+1. read: ``grammar.Reader`` turns the files into a tree (Include, Define and the
+   ``<If...>`` sections are done by then);
+2. walk: every node is looked up in the declaration table, checked for context
+   and arity, converted, and stored into a mutable ``Scope``;
+3. build: vhosts are merged over the main server, access-log nicknames are
+   resolved, the MPM numbers are clamped as mpm_event's ``check_config`` does
+   (with its warnings), and the cross-checks run (listeners, TLS certificates).
+
+Runs in the arbiter before anything forks; nothing here is shared afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+from proxympm.config.converters import Invocation
+from proxympm.config.declaration import Declaration, check_arity
+from proxympm.config.directives import lookup, spelling
+from proxympm.config.errors import ConfigError, DirectiveError
+from proxympm.config.grammar import Node, Reader, Section
+from proxympm.config.model import (
+    COMBINED_LOG_FORMAT,
+    COMMON_LOG_FORMAT,
+    CustomLog,
+    HostConfig,
+    Listen,
+    ProxyRoute,
+    ReverseRule,
+    ServerConfig,
+    VirtualHost,
+)
+from proxympm.config.mpm_limits import clamp_mpm
+from proxympm.config.scope import Context, HostScope, Scope, ServerScope
+
+DEFAULT_PID_FILE = "logs/httpd.pid"
+DEFAULT_ERROR_LOG = "logs/error_log"
+PREDEFINED_FORMATS = {"common": COMMON_LOG_FORMAT, "combined": COMBINED_LOG_FORMAT}
+
+# HostConfig fields a vhost takes from the main server when it does not set them.
+_INHERITED = (
+    "server_name", "preserve_host", "add_headers", "via", "proxy_timeout", "timeout",
+    "keepalive", "keepalive_timeout", "max_keepalive_requests", "limit_request_line",
+    "limit_request_fields", "limit_request_field_size", "limit_request_body", "error_log",
+)  # fmt: skip
+
+
+def load_config(
+    path: str, defines: Sequence[str] = (), server_root: str | None = None
+) -> ServerConfig:
+    """Read, validate and build the configuration in ``path``.
+
+    ``server_root`` is httpd's ``-d``: the initial ServerRoot (default: the current
+    directory), which a ``ServerRoot`` directive in the file overrides. A relative
+    ``path`` is taken relative to it, as httpd's ``-f``. ``defines`` are ``-D``
+    names. Raises ``ConfigError`` with httpd's wording and file:line.
+    """
+    root = os.path.abspath(server_root) if server_root else os.getcwd()
+    config_file = os.path.normpath(os.path.join(root, path))
+    reader = Reader(root, defines)
+    tree = reader.read(config_file)
+    root = reader.server_root
+    warnings = list(reader.warnings)
+    server = ServerScope(main=HostScope(where=""))
+    _walk(tree, Scope(server, server.main, Context.SERVER), root, warnings)
+    main = _build_host(server.main, None, None, root)
+    vhosts = tuple(
+        VirtualHost(v.addresses, _build_host(v.host, server.main, main, root))
+        for v in server.vhosts
+    )
+    _check_listeners(server.listens, config_file, reader.line_counts.get(config_file, 0))
+    _check_certificates(server, main, vhosts)
+    settings = dict(server.settings)
+    settings.update(clamp_mpm(settings, warnings))
+    settings.setdefault("pid_file", os.path.join(root, DEFAULT_PID_FILE))
+    return ServerConfig(
+        config_file=config_file,
+        server_root=root,
+        listens=tuple(server.listens),
+        main=main,
+        vhosts=vhosts,
+        error_log=main.error_log or os.path.join(root, DEFAULT_ERROR_LOG),
+        module_log_levels=tuple(server.module_log_levels.items()),
+        defines=tuple(reader.define_names),
+        warnings=tuple(warnings),
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+# ---------------------------------------------------------------------------
+# Walking the tree
+
+
+def _walk(nodes: Sequence[Node], scope: Scope, root: str, warnings: list[str]) -> None:
+    for node in nodes:
+        key = f"<{node.name}" if isinstance(node, Section) else node.name
+        declaration = lookup(key)
+        if declaration is None:
+            raise ConfigError(
+                f"Invalid command '{key}', perhaps misspelled or defined by a module not "
+                "included in the server configuration",
+                node.file,
+                node.line,
+            )
+        written = spelling(key)
+        name = declaration.display_name if written == declaration.name else written
+        invocation = Invocation(
+            name=name,
+            args=node.args,
+            file=node.file,
+            line=node.line,
+            server_root=root,
+            location=scope.location.path if scope.location else None,
+            warnings=warnings,
+        )
+        try:
+            _check_context(declaration, scope.context, name)
+            check_arity(declaration, node.args, name)
+            if name != declaration.display_name:
+                invocation.warn(f"{name} is deprecated, use {declaration.name} instead.")
+            value = declaration.convert(invocation)
+            inner = declaration.store(scope, invocation, value)
+        except DirectiveError as e:
+            raise ConfigError(e.message, node.file, node.line) from None
+        if isinstance(node, Section):
+            assert inner is not None
+            _walk(node.children, inner, root, warnings)
+
+
+def _check_context(declaration: Declaration, context: Context, name: str) -> None:
+    """httpd's ``ap_check_cmd_context`` and ``invoke_cmd`` override wording."""
+    if context in declaration.contexts:
+        return
+    if context is Context.VIRTUALHOST:
+        if declaration.section and declaration.name == "VirtualHost":
+            raise DirectiveError("<VirtualHost> doesn't nest!")
+        raise DirectiveError(f"{name} cannot occur within <VirtualHost> section")
+    if declaration.section:
+        raise DirectiveError(f"{name} cannot occur within <Directory/Location/Files> section")
+    raise DirectiveError(f"{name} not allowed here")
+
+
+# ---------------------------------------------------------------------------
+# Building hosts
+
+
+def _build_host(
+    scope: HostScope, main_scope: HostScope | None, main: HostConfig | None, root: str
+) -> HostConfig:
+    """Freeze one host; a vhost (``main`` given) takes unset values from ``main``."""
+    base = main or HostConfig(error_log=os.path.join(root, DEFAULT_ERROR_LOG))
+    inherited = {f: scope.settings.get(f, getattr(base, f)) for f in _INHERITED}
+    return HostConfig(
+        server_aliases=tuple(scope.aliases),
+        routes=_routes(scope, main_scope),
+        reverse_rules=_reverse_rules(scope, main_scope),
+        tls=dataclasses.replace(base.tls, **scope.tls),  # type: ignore[arg-type]
+        custom_logs=_custom_logs(scope, main_scope, main),
+        where=scope.where,
+        **inherited,  # type: ignore[arg-type]
+    )
+
+
+def _location_routes(scope: HostScope) -> list[ProxyRoute]:
+    # httpd merges matching <Location>s in config order, so the last one wins:
+    # tried first-match, they go in reverse.
+    return [loc.route for loc in reversed(scope.locations) if loc.route is not None]
+
+
+def _routes(scope: HostScope, main: HostScope | None) -> tuple[ProxyRoute, ...]:
+    """Match order: Location rules, then server rules (a vhost's after the main's)."""
+    if main is None:
+        return (*_location_routes(scope), *scope.routes)
+    inherit = scope.inherit_routes
+    if inherit is None:
+        inherit = main.inherit_routes is not False
+    server_level = [*main.routes, *scope.routes] if inherit else scope.routes
+    return (*_location_routes(scope), *_location_routes(main), *server_level)
+
+
+def _reverse_rules(scope: HostScope, main: HostScope | None) -> tuple[ReverseRule, ...]:
+    hosts = [scope] if main is None else [main, scope]
+    rules = [r for h in hosts for r in h.reverse_rules]
+    rules += [r for h in hosts for loc in h.locations for r in loc.reverse_rules]
+    return tuple(rules)
+
+
+def _custom_logs(
+    scope: HostScope, main_scope: HostScope | None, main: HostConfig | None
+) -> tuple[CustomLog, ...]:
+    """Access logs with nicknames resolved (mod_log_config's ``open_multi_logs``)."""
+    if not scope.logs and main is not None:
+        return main.custom_logs
+    formats = dict(PREDEFINED_FORMATS)
+    default = scope.default_format
+    if main_scope is not None:
+        formats.update(main_scope.formats)
+        default = default or main_scope.default_format
+    formats.update(scope.formats)
+    logs = []
+    for entry in scope.logs:
+        wanted = entry.format if entry.format is not None else default
+        fmt = COMMON_LOG_FORMAT if wanted is None else formats.get(wanted, wanted)
+        logs.append(CustomLog(target=entry.target, format=fmt, where=entry.where))
+    return tuple(logs)
+
+
+# ---------------------------------------------------------------------------
+# Cross-checks
+
+
+def _split_where(where: str) -> tuple[str, int]:
+    file, _, line = where.rpartition(":")
+    return file, int(line)
+
+
+def _address(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else (host or "*")
+    return f"{shown}:{port}"
+
+
+def vhost_address(host: str, port: int) -> str:
+    """``<VirtualHost>`` address as written back: port 0 is ``*``."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port or '*'}"
+
+
+def _overlaps(a: Listen, b: Listen) -> bool:
+    """Two listeners that cannot both bind: same port, one a wildcard covering the other."""
+    if a.port != b.port:
+        return False
+    hosts = {a.host, b.host}
+    if "" in hosts:
+        return True
+    if "0.0.0.0" in hosts:
+        return all(":" not in h for h in hosts)
+    if "::" in hosts:
+        return all(":" in h for h in hosts)
+    return False
+
+
+def _check_listeners(listens: list[Listen], config_file: str, last_line: int) -> None:
+    if not listens:
+        raise ConfigError(
+            "no listening sockets available, shutting down", config_file, max(last_line, 1)
+        )
+    for index, later in enumerate(listens):
+        for earlier in listens[:index]:
+            if _overlaps(earlier, later):
+                file, line = _split_where(later.where)
+                raise ConfigError(
+                    "(98)Address already in use: AH00072: make_sock: could not bind to "
+                    f"address {_address(later.host, later.port)} (Listen "
+                    f"{_address(earlier.host, earlier.port)} at {earlier.where} covers it)",
+                    file,
+                    line,
+                )
+
+
+def _check_certificates(
+    server: ServerScope, main: HostConfig, vhosts: tuple[VirtualHost, ...]
+) -> None:
+    """mod_ssl's AH02572: every host with SSLEngine on needs a certificate."""
+    hosts = [(main, server.main.set_at.get("tls.engine", ""), "the main server")]
+    hosts += [
+        (v.host, v.host.where, " ".join(vhost_address(h, p) for h, p in v.addresses))
+        for v in vhosts
+    ]
+    for host, where, label in hosts:
+        if host.tls.engine and not host.tls.certificate_file:
+            file, line = _split_where(where)
+            name = host.server_name or label
+            raise ConfigError(
+                f"AH02572: Failed to configure at least one certificate and key for {name}: "
+                "SSLEngine is on but no SSLCertificateFile is set",
+                file,
+                line,
+            )

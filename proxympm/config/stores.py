@@ -1,0 +1,147 @@
+"""Where converted directive values go: the stores of the declaration table.
+
+A store puts one directive's value into the current ``Scope``; a section's
+store returns the scope its children are read in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxympm.config.converters import Invocation
+from proxympm.config.declaration import Store
+from proxympm.config.errors import DirectiveError
+from proxympm.config.scope import (
+    Context,
+    HostScope,
+    LocationScope,
+    LogEntry,
+    Scope,
+    VirtualHostScope,
+)
+
+
+def server(field: str) -> Store:
+    """Set a ``ServerConfig`` field."""
+
+    def store(scope: Scope, inv: Invocation, value: Any) -> None:
+        scope.server.settings[field] = value
+        scope.server.set_at[field] = inv.where
+
+    return store
+
+
+def host(field: str) -> Store:
+    """Set a ``HostConfig`` field of the current host."""
+
+    def store(scope: Scope, inv: Invocation, value: Any) -> None:
+        scope.host.settings[field] = value
+        scope.host.set_at[field] = inv.where
+
+    return store
+
+
+def tls(field: str) -> Store:
+    """Set a ``TLSSettings`` field of the current host."""
+
+    def store(scope: Scope, inv: Invocation, value: Any) -> None:
+        scope.host.tls[field] = value
+        scope.host.set_at[f"tls.{field}"] = inv.where
+
+    return store
+
+
+def certificate(field: str) -> Store:
+    """A certificate or key file: one per host (httpd allows an RSA and an EC pair)."""
+    plain = tls(field)
+
+    def store(scope: Scope, inv: Invocation, value: Any) -> None:
+        if field in scope.host.tls:
+            raise DirectiveError(
+                f"{inv.name} is already set at {scope.host.set_at['tls.' + field]}: "
+                "proxympm takes one certificate and key per host"
+            )
+        plain(scope, inv, value)
+
+    return store
+
+
+def nothing(scope: Scope, inv: Invocation, value: Any) -> None:
+    return None
+
+
+def ignored_user(scope: Scope, inv: Invocation, value: Any) -> None:
+    inv.warn(
+        f"{inv.name} is ignored: proxympm does not switch users; "
+        "start it as the user it should run as"
+    )
+
+
+def listen(scope: Scope, inv: Invocation, value: Any) -> None:
+    for known in scope.server.listens:
+        if (known.host, known.port) == (value.host, value.port):
+            raise DirectiveError("Cannot define multiple Listeners on the same IP:port")
+    scope.server.listens.append(value)
+
+
+def server_alias(scope: Scope, inv: Invocation, value: Any) -> None:
+    if scope.context is Context.SERVER:
+        raise DirectiveError("ServerAlias only used in <VirtualHost>")
+    scope.host.aliases.extend(value)
+
+
+def proxy_pass(scope: Scope, inv: Invocation, value: Any) -> None:
+    if scope.location is None:
+        scope.host.routes.append(value)
+        return
+    if scope.location.route is not None:
+        inv.warn(
+            f"ProxyPass replaces the one at {scope.location.route.where}: "
+            "a <Location> holds one ProxyPass"
+        )
+    scope.location.route = value
+
+
+def proxy_pass_reverse(scope: Scope, inv: Invocation, value: Any) -> None:
+    target = scope.location.reverse_rules if scope.location else scope.host.reverse_rules
+    target.append(value)
+
+
+def proxy_pass_inherit(scope: Scope, inv: Invocation, value: Any) -> None:
+    scope.host.inherit_routes = value
+
+
+def log_level(scope: Scope, inv: Invocation, value: Any) -> None:
+    overall, modules = value
+    if overall is not None:
+        server("log_level")(scope, inv, overall)
+    scope.server.module_log_levels.update(modules)
+
+
+def log_format(scope: Scope, inv: Invocation, value: Any) -> None:
+    fmt, nickname = value
+    if nickname is None:
+        scope.host.default_format = fmt
+    else:
+        scope.host.formats[nickname] = fmt
+
+
+def custom_log(scope: Scope, inv: Invocation, value: Any) -> None:
+    target, fmt = value
+    scope.host.logs.append(LogEntry(target, fmt, inv.where))
+
+
+def transfer_log(scope: Scope, inv: Invocation, value: Any) -> None:
+    scope.host.logs.append(LogEntry(value, None, inv.where))
+
+
+def virtual_host(scope: Scope, inv: Invocation, value: Any) -> Scope:
+    host = HostScope(where=inv.where)
+    scope.server.vhosts.append(VirtualHostScope(value, host))
+    return Scope(scope.server, host, Context.VIRTUALHOST)
+
+
+def location(scope: Scope, inv: Invocation, value: Any) -> Scope:
+    section = LocationScope(path=value, where=inv.where)
+    scope.host.locations.append(section)
+    return Scope(scope.server, scope.host, Context.LOCATION, section)

@@ -1,0 +1,3 @@
+from proxympm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,297 @@
+"""The arbiter: the single-threaded parent that never serves a request.
+
+It validates the config, opens the listening sockets, writes the PidFile, forks
+children and supervises them, mapping signals as httpd does:
+TERM stop, HUP restart, USR1 graceful restart, WINCH graceful stop.
+It keeps no threads and no event loop, so fork() stays safe; signals are turned
+into flags by tiny handlers and handled in the main loop, which wakes once a
+second (as httpd's parent does) or when a signal arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from proxympm.config.model import Listen, ServerConfig
+from proxympm.log import ErrorLog, parse_log_level, setup_error_log
+from proxympm.mpm.child import run_child
+
+CRASH_WINDOW = 2.0  # a child that dies sooner than this after start counts as a crash
+MAX_BACKOFF = 30.0
+
+
+@dataclass(slots=True)
+class ChildProc:
+    pid: int
+    generation: int
+    slot: int
+    started: float
+    pod_w: int  # write end of the child's pipe of death (EOF = arbiter gone)
+
+
+def open_listener(spec: Listen, backlog: int) -> socket.socket:
+    host = spec.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), spec.port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"AH00072: make_sock: could not bind to address "
+                      f"{host or '0.0.0.0'}:{spec.port}: {exc.strerror}") from None
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):
+        # httpd's default AcceptFilter "http data": accept once the request is here.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+class Arbiter:
+    def __init__(self, config: ServerConfig, config_path: str, defines: list[str],
+                 server_root: str | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.defines = defines
+        self.server_root = server_root
+        self.log: ErrorLog = setup_error_log(config.error_log, *parse_log_level(config.log_level))
+        self.sockets: dict[tuple[str, int], tuple[socket.socket, Listen]] = {}
+        self.children: dict[int, ChildProc] = {}
+        self.generation = 0
+        self.pending: list[int] = []
+        self.backoff = 0.0
+        self.next_spawn = 0.0
+
+    # -- signals -------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.pending.append(signum)
+
+    def _install_signals(self) -> int:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                    signal.SIGWINCH, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        return wake_r
+
+    # -- sockets and children ---------------------------------------------------------
+
+    def _sync_listeners(self, config: ServerConfig) -> None:
+        """Open what is new, keep what is unchanged, close what is gone."""
+        wanted = {(spec.host, spec.port): spec for spec in config.listens}
+        for key, spec in wanted.items():
+            if key in self.sockets:
+                self.sockets[key] = (self.sockets[key][0], spec)
+            else:
+                self.sockets[key] = (open_listener(spec, config.listen_backlog), spec)
+        for key in list(self.sockets):
+            if key not in wanted:
+                self.sockets.pop(key)[0].close()
+
+    def _spawn(self, slot: int) -> None:
+        pod_r, pod_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(pod_w)
+            for other in self.children.values():
+                try:
+                    os.close(other.pod_w)
+                except OSError:
+                    pass
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                        signal.SIGWINCH, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            run_child(self.config, list(self.sockets.values()), pod_r)
+        os.close(pod_r)
+        os.set_inheritable(pod_w, False)
+        self.children[pid] = ChildProc(pid, self.generation, slot, time.monotonic(), pod_w)
+
+    def _current(self) -> list[ChildProc]:
+        return [c for c in self.children.values() if c.generation == self.generation]
+
+    def _fill(self) -> None:
+        now = time.monotonic()
+        if now < self.next_spawn:
+            return
+        used = {c.slot for c in self._current()}
+        want = min(self.config.start_servers, self.config.server_limit)
+        for slot in range(want):
+            if slot not in used:
+                self._spawn(slot)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            os.close(child.pod_w)
+            if child.generation != self.generation:
+                continue
+            lived = time.monotonic() - child.started
+            how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exit status {os.WEXITSTATUS(status)}")
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                self.log.info("mpm", f"child pid {pid} exited normally; replacing it")
+                continue
+            if lived < CRASH_WINDOW:
+                self.backoff = min(MAX_BACKOFF, max(1.0, self.backoff * 2))
+                self.next_spawn = time.monotonic() + self.backoff
+                self.log.error("mpm", f"AH00052: child pid {pid} exit {how} after "
+                               f"{lived:.1f}s; backing off {self.backoff:.0f}s before respawn")
+            else:
+                self.backoff = 0.0
+                self.log.error("mpm", f"AH00052: child pid {pid} exit {how}; respawning")
+
+    def _signal_children(self, sig: int, generation: int | None = None) -> None:
+        for child in list(self.children.values()):
+            if generation is None or child.generation == generation:
+                try:
+                    os.kill(child.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def _wait_children(self, timeout: float) -> None:
+        """httpd's reclaim: TERM again now and then, KILL at the end."""
+        deadline = time.monotonic() + timeout
+        while self.children and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        if self.children:
+            self._signal_children(signal.SIGKILL)
+            while self.children:
+                try:
+                    pid, _ = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+                child = self.children.pop(pid, None)
+                if child is not None:
+                    os.close(child.pod_w)
+
+    # -- pid file --------------------------------------------------------------------
+
+    def _write_pidfile(self) -> None:
+        path = self.config.pid_file
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, path)
+
+    def _remove_pidfile(self) -> None:
+        try:
+            os.unlink(self.config.pid_file)
+        except FileNotFoundError:
+            pass
+
+    # -- restarts --------------------------------------------------------------------
+
+    def _reload(self) -> bool:
+        from proxympm.config import ConfigError, load_config
+
+        try:
+            config = load_config(self.config_path, self.defines, self.server_root)
+            self._sync_listeners(config)
+        except (ConfigError, OSError) as exc:
+            self.log.error("mpm", f"AH00526: new configuration refused, keeping the old "
+                           f"one: {exc}".replace("\n", " "))
+            return False
+        for w in config.warnings:
+            self.log.warn("core", w)
+        self.config = config
+        self.log.reopen()
+        return True
+
+    # -- main loop -------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._sync_listeners(self.config)
+        self._write_pidfile()
+        wake_r = self._install_signals()
+        for w in self.config.warnings:
+            self.log.warn("core", w)
+        self.log.notice("mpm", f"AH00489: proxympm configured -- resuming normal operations "
+                        f"(pid {os.getpid()})")
+        try:
+            self._fill()
+            while True:
+                try:
+                    select.select([wake_r], [], [], 1.0)
+                except InterruptedError:
+                    pass
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                self._reap()
+                pending, self.pending = self.pending, []
+                for sig in pending:
+                    if sig in (signal.SIGTERM, signal.SIGINT):
+                        self.log.notice("mpm", "AH00491: caught SIGTERM, shutting down")
+                        self._signal_children(signal.SIGTERM)
+                        self._wait_children(10.0)
+                        return 0
+                    if sig == signal.SIGWINCH:
+                        self.log.notice("mpm", "AH00492: caught SIGWINCH, shutting down "
+                                        "gracefully")
+                        self._remove_pidfile()
+                        for sock, _ in self.sockets.values():
+                            sock.close()
+                        self.sockets.clear()
+                        self._signal_children(signal.SIGWINCH)
+                        self._wait_children(self.config.graceful_shutdown_timeout or 3600.0)
+                        return 0
+                    if sig == signal.SIGUSR1:
+                        self.log.notice("mpm", "AH00493: SIGUSR1 received.  Doing graceful "
+                                        "restart")
+                        old = self.generation
+                        if self._reload():
+                            self.generation += 1
+                            self.backoff = self.next_spawn = 0.0
+                            self._signal_children(signal.SIGUSR1, old)
+                    elif sig == signal.SIGHUP:
+                        self.log.notice("mpm", "AH00494: SIGHUP received.  Attempting to "
+                                        "restart")
+                        if self._reload():
+                            self._signal_children(signal.SIGTERM)
+                            self._wait_children(10.0)
+                            self.generation += 1
+                            self.backoff = self.next_spawn = 0.0
+                self._fill()
+        finally:
+            self._remove_pidfile()
+            for sock, _ in self.sockets.values():
+                sock.close()
+
+
+def read_pid(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+

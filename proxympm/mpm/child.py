@@ -1,0 +1,160 @@
+"""A child process: one listener thread plus ThreadsPerChild worker threads.
+
+The child's main thread builds everything from the (immutable) config, starts the
+threads, then only waits: for a stop signal from the arbiter (TERM: stop now;
+USR1/WINCH: graceful, finish in-flight requests) or for the arbiter's death,
+seen as EOF on the pipe whose write end only the arbiter holds. It never serves
+a request itself.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import queue
+import select
+import signal
+import socket
+import threading
+import time
+
+from proxympm.config.model import Listen, ServerConfig
+from proxympm.http.request import Limits
+from proxympm.log import AccessLog, ErrorLog, parse_log_level, setup_error_log
+from proxympm.mpm.listener import Listener
+from proxympm.mpm.worker import Worker, log_request_error
+from proxympm.proxy.exchange import Exchange
+from proxympm.proxy.pool import Pool
+from proxympm.proxy.resolver import Resolver
+from proxympm.proxy.routing import HostTable, Router
+from proxympm.tls import ServerTLS
+
+ChildSockets = list[tuple[socket.socket, Listen]]
+
+
+def run_child(config: ServerConfig, sockets: ChildSockets, pod_r: int) -> None:
+    """Entry point right after fork(). Never returns: exits the process."""
+    code = 0
+    try:
+        Child(config, sockets, pod_r).run()
+    except BaseException:  # noqa: BLE001 - report and exit, never fall back into the arbiter
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+class Child:
+    def __init__(self, config: ServerConfig, sockets: ChildSockets, pod_r: int) -> None:
+        self.config = config
+        self.pod_r = pod_r
+        self.stop_request: str | None = None  # "graceful" or "now"
+        self.error_log: ErrorLog = setup_error_log(config.error_log,
+                                                   *parse_log_level(config.log_level))
+        self.hosts = HostTable(config.main, config.vhosts)
+        hosts = config.all_hosts()
+        self.routers = {id(h): Router(h.routes) for h in hosts}
+        self.access_logs = self._open_access_logs()
+        resolver = Resolver()
+        resolver.resolve_all(
+            (r.target.host, r.target.port)
+            for router in self.routers.values() for r in router.routes if r.target
+        )
+        for name, why in resolver.failures.items():
+            self.error_log.error("proxy", f"AH00898: DNS lookup failure for: {name} ({why})")
+        self.tls = ServerTLS(self.hosts) if any(h.tls.engine for h in hosts) else None
+        limits = {id(h): Limits(h.limit_request_line, h.limit_request_fields,
+                                h.limit_request_field_size, h.limit_request_body)
+                  for h in hosts}
+        self.work_queue: queue.SimpleQueue = queue.SimpleQueue()
+        listeners = []
+        for sock, spec in sockets:
+            ip = spec.host or "0.0.0.0"
+            default_host = self.hosts.default(ip, spec.port)
+            ctx = None
+            if spec.protocol == "https":
+                ctx = self.tls.context_for_listener(ip, spec.port) if self.tls else None
+                if ctx is None:
+                    raise RuntimeError(f"Listen {spec.port} https has no TLS virtual host")
+            listeners.append((sock, spec, default_host, ctx))
+        self.workers: list[Worker] = []
+        self.listener = Listener(
+            config, listeners, self.work_queue,
+            done_counters=lambda: sum(w.done for w in self.workers),
+            log_error=lambda exc, conn: log_request_error(self.access_logs, self.error_log,
+                                                          exc, conn),
+            limits_for=lambda h: limits[id(h)],
+            error_log=self.error_log,
+        )
+        server_name = (config.main.server_name or socket.gethostname()).encode("ascii", "replace")
+        self.exchange = Exchange(Pool(), resolver, self.error_log, server_name)
+        self.workers.extend(
+            Worker(i, self.work_queue, self.listener, self.exchange, self.hosts, self.routers,
+                   self.access_logs, self.error_log)
+            for i in range(config.threads_per_child)
+        )
+
+    def _open_access_logs(self) -> dict[int, list[AccessLog]]:
+        shared: dict[tuple[str, str], AccessLog] = {}
+        out: dict[int, list[AccessLog]] = {}
+        for host in self.config.all_hosts():
+            logs = []
+            for cl in host.custom_logs:
+                key = (cl.target, cl.format)
+                if key not in shared:
+                    shared[key] = AccessLog(cl.target, cl.format)
+                logs.append(shared[key])
+            out[id(host)] = logs
+        return out
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stop_request = "now" if signum in (signal.SIGTERM, signal.SIGHUP) else "graceful"
+
+    def run(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the arbiter handles ^C for the group
+        for w in self.workers:
+            w.thread.start()
+        self.listener.thread.start()
+        gc.collect()
+        gc.freeze()  # long-lived setup objects leave the collector's generations
+        self.error_log.debug("mpm", f"child {os.getpid()} serving with "
+                             f"{len(self.workers)} worker threads")
+        while self.stop_request is None and self.listener.thread.is_alive():
+            try:
+                ready, _, _ = select.select([self.pod_r, wake_r], [], [], 1.0)
+            except InterruptedError:
+                continue
+            if wake_r in ready:
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    pass
+            if self.pod_r in ready:
+                self.error_log.notice("mpm", "parent process gone; child exiting")
+                self.stop_request = "now"
+        self._shutdown(self.stop_request == "graceful" or self.stop_request is None)
+
+    def _shutdown(self, graceful: bool) -> None:
+        listener = self.listener
+        listener.stop(graceful)
+        limit = self.config.graceful_shutdown_timeout if graceful else 2.0
+        deadline = time.monotonic() + limit if limit else None
+        while listener.thread.is_alive():
+            listener.thread.join(0.2)
+            if self.stop_request == "now" and graceful:
+                break  # a TERM after a graceful request: stop now
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        for _ in self.workers:
+            self.work_queue.put(None)
+        end = time.monotonic() + (5.0 if graceful else 0.5)
+        for w in self.workers:
+            w.thread.join(max(0.0, end - time.monotonic()))
+        self.exchange.pool.close_all()
+        threading.enumerate()  # nothing else to wait for; daemon threads die with us

@@ -1,0 +1,145 @@
+"""A client connection and its states, named after httpd's event MPM.
+
+Ownership: a connection is owned by exactly one thread at a time. The listener
+owns it while it waits on the network (HANDSHAKE, READ_HEAD, READ_BODY,
+KEEPALIVE, WRITE_COMPLETION, LINGER); a worker owns it from the moment it is taken
+off the worker queue until it hands it back (PROCESSING). Ownership moves with
+the hand-off itself (queue put, or epoll re-arm), so no field needs a lock.
+
+The blocking helpers at the bottom are for the worker only: the socket stays
+non-blocking (the listener's epoll needs that), and the worker waits with poll()
+bounded by ``Timeout`` when the kernel buffer is full.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import time
+from enum import IntEnum
+
+from proxympm.config.model import HostConfig
+from proxympm.http.body import BodyDecoder
+from proxympm.http.request import Request, RequestReader
+
+
+class State(IntEnum):
+    HANDSHAKE = 1  # TLS handshake, driven by the listener
+    READ_HEAD = 2  # waiting for (the rest of) a request head
+    READ_BODY = 3  # buffering a small request body before dispatch
+    PROCESSING = 4  # a worker has it
+    WRITE_COMPLETION = 5  # response tail the worker could not write without blocking
+    KEEPALIVE = 6  # idle between requests
+    LINGER = 7  # after shutdown(SHUT_WR), draining until EOF or a short deadline
+    CLOSED = 8
+
+
+class ClientGone(Exception):
+    """The client closed, reset, or stopped reading past the deadline."""
+
+
+class Connection:
+    __slots__ = (
+        "sock", "fd", "peer", "local", "tls", "state", "epoch", "inbuf", "reader",
+        "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
+        "head_started", "listen_host", "bytes_in",
+    )
+
+    def __init__(self, sock: socket.socket, peer: tuple[str, int], local: tuple[str, int],
+                 reader: RequestReader, host_cfg: HostConfig, tls: bool) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.local = local
+        self.tls = tls
+        self.state = State.HANDSHAKE if tls else State.READ_HEAD
+        self.epoch = 0  # bumped on every state change; stale timeout entries see it
+        self.inbuf = bytearray()
+        self.reader = reader
+        self.request: Request | None = None
+        self.body: BodyDecoder | None = None
+        self.body_parts: list[bytes] = []  # request body read ahead by the listener
+        self.out = b""  # pending output for WRITE_COMPLETION / error responses
+        self.requests = 0  # requests served on this connection
+        self.host_cfg = host_cfg  # the host that owns this listener address (or SNI)
+        self.sni_host: HostConfig | None = None
+        self.head_started = 0.0
+        self.listen_host = host_cfg
+        self.bytes_in = 0
+
+    def set_state(self, state: State) -> int:
+        self.state = state
+        self.epoch += 1
+        return self.epoch
+
+    # -- worker-side blocking helpers --------------------------------------------
+
+    def send_all(self, data: bytes | memoryview, timeout: float) -> None:
+        """Write everything, waiting (bounded) while the client's window is full."""
+        view = memoryview(data)
+        deadline = 0.0
+        sock = self.sock
+        while view:
+            try:
+                n = sock.send(view)
+                view = view[n:]
+                continue
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                events = select.POLLOUT
+            except ssl.SSLWantReadError:
+                events = select.POLLIN
+            except OSError as exc:
+                raise ClientGone(str(exc)) from None
+            if not deadline:
+                deadline = time.monotonic() + timeout
+            self._wait(events, deadline)
+
+    def send_some(self, data: bytes) -> bytes:
+        """Write what the socket takes now; return the rest (for write completion)."""
+        try:
+            n = self.sock.send(data)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return data
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+        return data[n:]
+
+    def recv_more(self, timeout: float, size: int = 65536) -> bool:
+        """Append bytes from the client to ``inbuf``; False on EOF."""
+        deadline = 0.0
+        while True:
+            try:
+                data = self.sock.recv(size)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                events = select.POLLIN
+            except ssl.SSLWantWriteError:
+                events = select.POLLOUT
+            except OSError as exc:
+                raise ClientGone(str(exc)) from None
+            else:
+                if not data:
+                    return False
+                self.inbuf += data
+                self.bytes_in += len(data)
+                return True
+            if self.tls and isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+                continue
+            if not deadline:
+                deadline = time.monotonic() + timeout
+            self._wait(events, deadline)
+
+    def _wait(self, events: int, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ClientGone("timed out")
+        poller = select.poll()
+        poller.register(self.fd, events)
+        if not poller.poll(left * 1000):
+            raise ClientGone("timed out")
+
+    def has_buffered_input(self) -> bool:
+        """Bytes already here for a next (pipelined) request, parsed or decrypted."""
+        if self.inbuf:
+            return True
+        return self.tls and isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0

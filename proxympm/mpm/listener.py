@@ -1,0 +1,478 @@
+"""The listener thread: one per child, the only thread that waits on the network.
+
+It owns the listening sockets and every connection that is waiting: TLS
+handshakes, half-read request heads (and small bodies being buffered), idle
+keep-alive connections, response tails in write completion, and lingering
+closes. Workers only ever receive connections with a complete request head.
+
+Admission (AsyncRequestWorkerFactor, adapted): httpd stops accepting when
+    connections > ThreadsPerChild + AsyncRequestWorkerFactor * idle_workers.
+Here idle keep-alive and still-reading connections cost no thread, so only
+connections that hold or wait for a worker ("outstanding") are counted:
+    accept while outstanding < ThreadsPerChild + factor * idle_workers
+            and total connections < max_connections (derived from RLIMIT_NOFILE).
+When either limit is hit the listening sockets leave the epoll set (other
+children, or the kernel backlog, take new clients) and come back as soon as a
+worker hands a connection back.
+
+Every method here runs on the listener thread unless its docstring says
+"worker thread". Epoll registrations use EPOLLONESHOT: an event disarms the fd,
+so a connection is never reported while a worker owns it; the worker re-arms it
+when it hands the connection back (epoll_ctl is thread-safe in the kernel).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from proxympm.config.model import HostConfig, Listen, ServerConfig
+from proxympm.http.errors import HTTPError
+from proxympm.http.request import Limits, RequestReader
+from proxympm.http.serialize import error_response
+from proxympm.mpm.connection import Connection, State
+from proxympm.mpm.timeouts import TimeoutQueue
+
+EPOLLIN = select.EPOLLIN | select.EPOLLONESHOT
+EPOLLOUT = select.EPOLLOUT | select.EPOLLONESHOT
+DISARMED = select.EPOLLONESHOT
+RECV_SIZE = 65536
+ACCEPT_BATCH = 64
+BODY_BUFFER = 65536  # request bodies up to this size are read here, before dispatch
+HEADER_TIMEOUT = 20.0  # mod_reqtimeout's default header=20
+HANDSHAKE_TIMEOUT = 10.0
+LINGER_TIMEOUT = 2.0  # httpd's SECONDS_TO_LINGER
+FD_RESERVE = 64
+
+
+def connection_cap(threads_per_child: int) -> int:
+    """Connections one child may hold: what the fd limit leaves after one upstream
+    socket per worker, pooled upstream sockets and a reserve for files."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, soft - 3 * threads_per_child - FD_RESERVE)
+
+
+class Listener:
+    def __init__(
+        self,
+        config: ServerConfig,
+        listeners: list[tuple[socket.socket, Listen, HostConfig, ssl.SSLContext | None]],
+        work_queue: queue.SimpleQueue,
+        done_counters: Callable[[], int],
+        log_error: Callable[[HTTPError, Connection], None],
+        limits_for: Callable[[HostConfig], Limits],
+        error_log: object,
+    ) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.work_queue = work_queue
+        self.done_counters = done_counters
+        self.log_error = log_error
+        self.limits_for = limits_for
+        self.log = error_log
+        self.epoll = select.epoll()
+        self.conns: dict[int, Connection] = {}
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.epoll.register(self.wake_r, select.EPOLLIN)
+        self.by_fd = {s.fileno(): (s, spec, host, ctx) for s, spec, host, ctx in listeners}
+        self.accepting = False
+        self.accept_paused = False  # read by workers to decide whether to wake us
+        self.dispatched = 0
+        self.stopping = False
+        self.graceful = False
+        self.max_conns = connection_cap(config.threads_per_child)
+        self.conns_left = config.max_connections_per_child  # 0: unlimited
+        self.tpc = config.threads_per_child
+        self.factor = config.async_request_worker_factor
+        self.thread = threading.Thread(target=self.run, name="listener", daemon=True)
+        self.head_q = TimeoutQueue(HEADER_TIMEOUT, State.READ_HEAD)
+        self.body_q = TimeoutQueue(HEADER_TIMEOUT, State.READ_BODY)
+        self.handshake_q = TimeoutQueue(HANDSHAKE_TIMEOUT, State.HANDSHAKE)
+        self.linger_q = TimeoutQueue(LINGER_TIMEOUT, State.LINGER)
+        self.ka_qs: dict[float, TimeoutQueue] = {}
+        self.write_qs: dict[float, TimeoutQueue] = {}
+        for host in config.all_hosts():
+            self.ka_qs.setdefault(host.keepalive_timeout,
+                                  TimeoutQueue(host.keepalive_timeout, State.KEEPALIVE))
+            self.write_qs.setdefault(host.timeout, TimeoutQueue(host.timeout,
+                                                                State.WRITE_COMPLETION))
+        self._set_accepting(True)
+
+    # -- admission -----------------------------------------------------------------
+
+    def outstanding(self) -> int:
+        return self.dispatched - self.done_counters()
+
+    def _may_accept(self) -> bool:
+        if self.stopping or len(self.conns) >= self.max_conns:
+            return False
+        busy = self.outstanding()
+        idle = max(0, self.tpc - busy)
+        return busy < self.tpc + self.factor * idle
+
+    def _set_accepting(self, on: bool) -> None:
+        if on == self.accepting:
+            return
+        for fd in self.by_fd:
+            if on:
+                self.epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            else:
+                self.epoll.unregister(fd)
+        self.accepting = on
+        self.accept_paused = not on
+
+    def wake(self) -> None:
+        """Any thread: make the listener look at its state now."""
+        try:
+            os.write(self.wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    # -- main loop -----------------------------------------------------------------
+
+    def run(self) -> None:
+        epoll = self.epoll
+        while True:
+            timeout = self._poll_timeout()
+            try:
+                events = epoll.poll(timeout)
+            except InterruptedError:
+                continue
+            for fd, ev in events:
+                conn = self.conns.get(fd)
+                if conn is not None:
+                    self._on_conn_event(conn, ev)
+                elif fd in self.by_fd:
+                    self._accept(fd)
+                elif fd == self.wake_r:
+                    try:
+                        os.read(self.wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+            now = time.monotonic()
+            self._expire(now)
+            if self.stopping:
+                if self._stop_step():
+                    return
+            elif not self.accepting and self._may_accept():
+                self._set_accepting(True)
+
+    def _poll_timeout(self) -> float:
+        deadlines = [q.next_deadline() for q in self._queues()]
+        nearest = min((d for d in deadlines if d is not None), default=None)
+        if nearest is None:
+            return 1.0
+        return min(1.0, max(0.0, nearest - time.monotonic() + 0.01))
+
+    def _queues(self) -> list[TimeoutQueue]:
+        return [self.head_q, self.body_q, self.handshake_q, self.linger_q,
+                *self.ka_qs.values(), *self.write_qs.values()]
+
+    # -- accept --------------------------------------------------------------------
+
+    def _accept(self, lfd: int) -> None:
+        lsock, spec, host, ctx = self.by_fd[lfd]
+        for _ in range(ACCEPT_BATCH):
+            if not self._may_accept():
+                self._set_accepting(False)
+                return
+            try:
+                sock, peer = lsock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.log.error("mpm", f"AH00478: accept: {exc.strerror}; "
+                                   "not accepting until connections close")
+                    self._set_accepting(False)
+                    self.max_conns = max(16, len(self.conns))
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    continue
+                raise
+            if self.conns_left:
+                self.conns_left -= 1
+                if not self.conns_left:  # MaxConnectionsPerChild: retire gracefully
+                    self.stop(graceful=True)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            local = sock.getsockname()[:2]
+            conn = Connection(sock, peer[:2], local, RequestReader(self.limits_for(host)),
+                              host, tls=ctx is not None)
+            self.conns[conn.fd] = conn
+            if ctx is not None:
+                conn.sock = ctx.wrap_socket(sock, server_side=True,
+                                            do_handshake_on_connect=False)
+                self.epoll.register(conn.fd, EPOLLIN)
+                self.handshake_q.push(conn, time.monotonic())
+                continue
+            self.epoll.register(conn.fd, DISARMED)
+            self.enter_read_head(conn)
+            self._read(conn)
+
+    # -- connection events ---------------------------------------------------------
+
+    def _on_conn_event(self, conn: Connection, ev: int) -> None:
+        state = conn.state
+        if state in (State.READ_HEAD, State.READ_BODY):
+            self._read(conn)
+        elif state == State.KEEPALIVE:
+            self.enter_read_head(conn)
+            self._read(conn)
+        elif state == State.HANDSHAKE:
+            self._handshake(conn)
+        elif state == State.WRITE_COMPLETION:
+            self._write_more(conn)
+        elif state == State.LINGER:
+            self._linger_read(conn)
+        # PROCESSING: a HUP/ERR while a worker owns it; the worker will see it.
+
+    def _handshake(self, conn: Connection) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.epoll.modify(conn.fd, EPOLLIN)
+            return
+        except ssl.SSLWantWriteError:
+            self.epoll.modify(conn.fd, EPOLLOUT)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self.log.info("ssl", f"AH02008: TLS handshake failed: {exc}", conn.peer)
+            self.close(conn)
+            return
+        sni = getattr(sock, "proxympm_host", None)
+        if sni is not None:
+            conn.sni_host = sni
+            conn.host_cfg = sni
+            conn.reader = RequestReader(self.limits_for(sni))
+        self.enter_read_head(conn)
+        self._read(conn)
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            self.epoll.modify(conn.fd, EPOLLIN)
+            return
+        except ssl.SSLWantWriteError:
+            self.epoll.modify(conn.fd, EPOLLOUT)
+            return
+        except OSError:
+            self.close(conn)
+            return
+        if not data:
+            self.close(conn)
+            return
+        conn.inbuf += data
+        conn.bytes_in += len(data)
+        if self.advance(conn):
+            self.dispatch(conn)
+
+    def enter_read_head(self, conn: Connection) -> None:
+        conn.set_state(State.READ_HEAD)
+        self.head_q.push(conn, time.monotonic())
+
+    def advance(self, conn: Connection) -> bool:
+        """Parse what is buffered. True: a request is ready for a worker. False: the
+        connection was re-armed to read more, or answered with an error.
+        Runs on the listener thread, or on the worker thread that owns ``conn``
+        (pipelined input); it never dispatches, its caller does."""
+        try:
+            if conn.request is None:
+                parsed = conn.reader.read(conn.inbuf)
+                if parsed is None:
+                    self.epoll.modify(conn.fd, EPOLLIN)
+                    return False
+                conn.request, conn.body = parsed
+                if conn.request.expect_continue and not conn.body.done and not conn.inbuf:
+                    conn.send_some(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = conn.body
+            assert body is not None
+            while not body.done and conn.inbuf:
+                data = body.feed(conn.inbuf)
+                if data:
+                    conn.body_parts.append(data)
+            if body.done or body.received >= BODY_BUFFER or (
+                (conn.request.content_length or 0) > BODY_BUFFER
+            ):
+                return True
+            if conn.state != State.READ_BODY:
+                conn.set_state(State.READ_BODY)
+                self.body_q.push(conn, time.monotonic())
+            self.epoll.modify(conn.fd, EPOLLIN)
+            return False
+        except HTTPError as exc:
+            self.reject(conn, exc)
+            return False
+
+    def dispatch(self, conn: Connection) -> None:
+        conn.set_state(State.PROCESSING)
+        self.dispatched += 1
+        self.work_queue.put(conn)
+
+    def reject(self, conn: Connection, exc: HTTPError) -> None:
+        """Answer a request error ourselves, then close (lingering)."""
+        self.log_error(exc, conn)
+        conn.out = error_response(exc.status, close=True)
+        conn.request = None
+        conn.set_state(State.PROCESSING)  # leaves any read timeout queue
+        self.start_write(conn, then_close=True)
+
+    # -- write completion and lingering close ----------------------------------------
+
+    def start_write(self, conn: Connection, then_close: bool) -> bool:
+        """Listener or worker thread: finish writing ``conn.out``, then keep-alive or
+        linger-close. The caller owns ``conn``; True means a pipelined request is
+        ready and the caller must serve (worker) or dispatch (listener) it."""
+        try:
+            conn.out = conn.send_some(conn.out)
+        except Exception:  # noqa: BLE001 - any send failure ends this connection
+            self.close(conn)
+            return False
+        if conn.out:
+            if then_close:
+                conn.requests = -1
+            conn.set_state(State.WRITE_COMPLETION)
+            q = self.write_qs.get(conn.host_cfg.timeout) or self.write_qs[self.config.main.timeout]
+            q.push(conn, time.monotonic())
+            self.epoll.modify(conn.fd, EPOLLOUT)
+            return False
+        if then_close:
+            self.linger(conn)
+            return False
+        return self.keepalive(conn)
+
+    def _write_more(self, conn: Connection) -> None:
+        try:
+            conn.out = conn.send_some(conn.out)
+        except Exception:  # noqa: BLE001
+            self.close(conn)
+            return
+        if conn.out:
+            self.epoll.modify(conn.fd, EPOLLOUT)
+            return
+        if conn.requests < 0:
+            self.linger(conn)
+        elif self.keepalive(conn):
+            self.dispatch(conn)
+
+    def keepalive(self, conn: Connection) -> bool:
+        """Listener or worker thread (the owner): park an idle connection, or report
+        (True) that a pipelined request is already complete in its buffer."""
+        conn.request = None
+        conn.body = None
+        conn.body_parts = []
+        if self.stopping:
+            self.close(conn)
+            return False
+        if conn.has_buffered_input():
+            self.enter_read_head(conn)
+            if not conn.inbuf:  # decrypted TLS bytes: epoll would never report them
+                try:
+                    conn.inbuf += conn.sock.recv(RECV_SIZE)
+                except OSError:
+                    self.close(conn)
+                    return False
+            return self.advance(conn)
+        conn.set_state(State.KEEPALIVE)
+        q = self.ka_qs.get(conn.host_cfg.keepalive_timeout)
+        if q is None:
+            q = self.ka_qs[self.config.main.keepalive_timeout]
+        q.push(conn, time.monotonic())
+        self.epoll.modify(conn.fd, EPOLLIN)
+        return False
+
+    def linger(self, conn: Connection) -> None:
+        """Half-close and drain, so the client reads our response instead of a reset."""
+        try:
+            if isinstance(conn.sock, ssl.SSLSocket):
+                raise OSError  # no half-close under TLS: close_notify is enough
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close(conn)
+            return
+        conn.set_state(State.LINGER)
+        self.linger_q.push(conn, time.monotonic())
+        self.epoll.modify(conn.fd, EPOLLIN)
+
+    def _linger_read(self, conn: Connection) -> None:
+        try:
+            while conn.sock.recv(RECV_SIZE):
+                pass
+        except BlockingIOError:
+            self.epoll.modify(conn.fd, EPOLLIN)
+            return
+        except OSError:
+            pass
+        self.close(conn)
+
+    def close(self, conn: Connection) -> None:
+        """Any thread that owns ``conn``: forget it, then close the socket (in that
+        order, so the fd number cannot be reused while still in our table)."""
+        if conn.state == State.CLOSED:
+            return
+        conn.set_state(State.CLOSED)
+        self.conns.pop(conn.fd, None)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        if self.accept_paused or self.stopping:
+            self.wake()
+
+    # -- timeouts ------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        for conn in self.head_q.expired(now):
+            if conn.reader.started or conn.inbuf:
+                self.reject(conn, HTTPError(408, "request header read timeout"))
+            else:
+                self.close(conn)
+        for conn in self.body_q.expired(now):
+            self.reject(conn, HTTPError(408, "request body read timeout"))
+        for conn in self.handshake_q.expired(now):
+            self.close(conn)
+        for q in self.ka_qs.values():
+            for conn in q.expired(now):
+                self.close(conn)
+        for q in self.write_qs.values():
+            for conn in q.expired(now):
+                self.close(conn)
+        for conn in self.linger_q.expired(now):
+            self.close(conn)
+
+    # -- stopping ------------------------------------------------------------------
+
+    def stop(self, graceful: bool) -> None:
+        """Main thread: ask the listener to stop (graceful: finish in-flight work)."""
+        self.graceful = graceful
+        self.stopping = True
+        self.wake()
+
+    def _stop_step(self) -> bool:
+        """Returns True when the listener may exit."""
+        if self.accepting:
+            self._set_accepting(False)
+            for lsock, *_ in self.listeners:
+                try:
+                    lsock.close()
+                except OSError:
+                    pass
+        for q in self.ka_qs.values():
+            for conn in q.drain():
+                self.close(conn)
+        if not self.graceful:
+            return True
+        return self.outstanding() == 0 and not any(
+            c.state == State.WRITE_COMPLETION for c in list(self.conns.values()))

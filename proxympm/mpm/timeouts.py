@@ -1,0 +1,65 @@
+"""Timeout queues with O(1) expiry, as httpd's event MPM keeps them.
+
+Each queue has one fixed timeout, so an entry appended now expires no earlier
+than every entry before it: expiry only ever looks at the head. An entry carries
+the connection's epoch at the time it was queued; if the connection has moved on
+(another state, another request) the entry is stale and is dropped when reached,
+instead of searching the queue to remove it.
+
+Thread model: the listener thread pops; worker threads may append (``deque``
+append and popleft are atomic with respect to each other, on free-threaded
+CPython too).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from proxympm.mpm.connection import Connection, State
+
+
+class TimeoutQueue:
+    __slots__ = ("timeout", "state", "_q")
+
+    def __init__(self, timeout: float, state: State) -> None:
+        self.timeout = timeout
+        self.state = state
+        self._q: deque[tuple[float, Connection, int]] = deque()
+
+    def push(self, conn: Connection, now: float) -> None:
+        """Queue ``conn`` (already in ``self.state``) to expire ``timeout`` from now."""
+        self._q.append((now + self.timeout, conn, conn.epoch))
+
+    def next_deadline(self) -> float | None:
+        q = self._q
+        while q:
+            deadline, conn, epoch = q[0]
+            if conn.epoch == epoch and conn.state == self.state:
+                return deadline
+            q.popleft()
+        return None
+
+    def expired(self, now: float) -> Iterator[Connection]:
+        """Pop and yield every live entry whose deadline has passed."""
+        q = self._q
+        while q:
+            deadline, conn, epoch = q[0]
+            if conn.epoch != epoch or conn.state != self.state:
+                q.popleft()
+                continue
+            if deadline > now:
+                return
+            q.popleft()
+            yield conn
+
+    def drain(self) -> Iterator[Connection]:
+        """Pop every live entry regardless of deadline (graceful stop)."""
+        q = self._q
+        while q:
+            _, conn, epoch = q.popleft()
+            if conn.epoch == epoch and conn.state == self.state:
+                yield conn
+
+    def __len__(self) -> int:
+        return len(self._q)

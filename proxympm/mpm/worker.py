@@ -1,0 +1,156 @@
+"""Worker threads: each serves complete requests, one at a time.
+
+A worker takes a connection whose request head is complete off the queue, picks
+the virtual host and route, runs the upstream exchange, writes the response
+without waiting on an idle client, and hands the connection back: to keep-alive,
+to write completion for a tail the client has not taken yet, or to a lingering
+close. A pipelined request already in the buffer is served by the same worker
+at once, without a trip through the poller.
+
+Every method here runs on a worker thread; ``done`` is written only by its own
+worker and read by the listener (admission).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+
+from proxympm.config.model import HostConfig
+from proxympm.http.errors import HTTPError
+from proxympm.http.serialize import error_response
+from proxympm.log import AccessLog, AccessRecord, ErrorLog
+from proxympm.mpm.connection import ClientGone, Connection
+from proxympm.mpm.listener import Listener
+from proxympm.proxy.exchange import Exchange, Outcome
+from proxympm.proxy.routing import HostTable, Router
+
+# httpd's ap_status_drops_connection: after these, the connection is closed.
+DROPS_CONNECTION = frozenset({400, 408, 411, 413, 414, 417, 421, 431, 500, 501, 503, 505})
+
+
+class Worker:
+    def __init__(self, index: int, work_queue: queue.SimpleQueue, listener: Listener,
+                 exchange: Exchange, hosts: HostTable, routers: dict[int, Router],
+                 access_logs: dict[int, list[AccessLog]], error_log: ErrorLog) -> None:
+        self.index = index
+        self.queue = work_queue
+        self.listener = listener
+        self.exchange = exchange
+        self.hosts = hosts
+        self.routers = routers
+        self.access_logs = access_logs
+        self.log = error_log
+        self.done = 0
+        self.thread = threading.Thread(target=self.run, name=f"worker-{index}", daemon=True)
+
+    def run(self) -> None:
+        while True:
+            conn = self.queue.get()
+            if conn is None:
+                return
+            try:
+                self.serve(conn)
+            except Exception:  # noqa: BLE001 - one bad request must not kill the worker
+                self.log.error("mpm", "AH00000: worker failed: "
+                               + traceback.format_exc().replace("\n", " | "), conn.peer)
+                self.listener.close(conn)
+            finally:
+                self.done += 1
+
+    def serve(self, conn: Connection) -> None:
+        listener = self.listener
+        while True:
+            try:
+                then = self.serve_one(conn)
+            except ClientGone:
+                listener.close(conn)
+                return
+            if then is None:
+                return
+            if not listener.start_write(conn, then_close=then):
+                return
+            # a pipelined request is complete in the buffer: serve it here
+
+    def serve_one(self, conn: Connection) -> bool | None:
+        """Serve ``conn.request``. Returns whether to close after writing
+        ``conn.out`` (True/False), or None if the connection was already handed on."""
+        req = conn.request
+        body = conn.body
+        assert req is not None and body is not None
+        start = time.time()
+        host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
+        conn.requests += 1
+        keepalive = (
+            host.keepalive
+            and req.keep_alive
+            and not self.listener.stopping
+            and (host.max_keepalive_requests == 0 or conn.requests < host.max_keepalive_requests)
+        )
+        out: Outcome
+        if conn.sni_host is not None and host is not conn.sni_host:
+            out = Outcome(error=421)
+        else:
+            match = self.routers[id(host)].match(req.path)
+            if match is None or match[0].target is None:
+                out = Outcome(error=404)
+            else:
+                route, upstream_path = match
+                assert route.target is not None
+                out = self.exchange.forward(
+                    conn, conn.peer, req, body, conn.body_parts, host, route.target,
+                    route.params, upstream_path, keepalive,
+                )
+        close = not out.client_keepalive or not keepalive
+        if out.error:
+            out.status = out.error
+            close = close or out.error in DROPS_CONNECTION or not body.done
+            conn.out = error_response(out.error, close=close, head_only=req.method == b"HEAD")
+            out.headers = []
+        elif out.aborted:
+            self._access(conn, host, out, start, "X")
+            self.listener.close(conn)
+            return None
+        else:
+            conn.out = out.pending
+        self._access(conn, host, out, start, "-" if close else "+")
+        return close
+
+    def _access(self, conn: Connection, host: HostConfig, out: Outcome, start: float,
+                status: str) -> None:
+        logs = self.access_logs.get(id(host))
+        if not logs:
+            return
+        req = conn.request
+        assert req is not None
+        rec = AccessRecord(
+            remote_addr=conn.peer[0], remote_port=conn.peer[1],
+            local_addr=conn.local[0], local_port=conn.local[1],
+            method=req.method, target=req.target, version=b"HTTP/" + req.version,
+            request_line=req.request_line, status=out.status, body_bytes=out.body_bytes,
+            bytes_in=req.head_size + sum(map(len, conn.body_parts)),
+            bytes_out=out.bytes_out, start=start, duration=time.time() - start,
+            request_headers=[(n.lower(), v) for n, v in req.headers],
+            response_headers=[(n.lower(), v) for n, v in out.headers],
+            server_name=host.server_name or "", server_port=conn.local[1],
+            keepalives=conn.requests - 1, conn_status=status, backend=out.backend,
+        )
+        for log in logs:
+            log.write(rec)
+
+
+def log_request_error(logs: dict[int, list[AccessLog]], error_log: ErrorLog,
+                      exc: HTTPError, conn: Connection) -> None:
+    """Listener thread: an error answered before any worker saw the request."""
+    error_log.info("core", f"AH00567: request failed: {exc.detail}", conn.peer)
+    host = conn.host_cfg
+    for log in logs.get(id(host), ()):
+        rec = AccessRecord(
+            remote_addr=conn.peer[0], remote_port=conn.peer[1],
+            local_addr=conn.local[0], local_port=conn.local[1],
+            request_line=b"-", status=exc.status, start=time.time(),
+            server_name=host.server_name or "", server_port=conn.local[1], conn_status="-",
+        )
+        log.write(rec)

@@ -1,0 +1,130 @@
+"""Rebuilding heads across the proxy: the upstream request and the client response.
+
+The upstream request is rebuilt, never copied: our own request line and framing,
+hop-by-hop and Connection-listed fields removed, Host per ProxyPreserveHost,
+X-Forwarded-* per ProxyAddHeaders, Via per ProxyVia. The client response gets the
+same hop-by-hop treatment plus ProxyPassReverse on Location-type fields.
+All values pass through ``serialize_head`` later, which refuses CR/LF/NUL.
+"""
+
+from __future__ import annotations
+
+from proxympm import __version__
+from proxympm.config.model import HostConfig, ReverseRule
+from proxympm.http.request import Headers, Request
+from proxympm.http.response import Response
+
+# RFC 9110 7.6.1 plus what mod_proxy strips (ap_proxy_create_hdrbrgd); the framing
+# fields are ours to set, Expect is answered by proxympm itself.
+_REQUEST_DROP = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+        b"transfer-encoding", b"upgrade", b"content-length", b"expect", b"host",
+    }
+)
+_RESPONSE_DROP = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"trailer",
+        b"transfer-encoding", b"upgrade", b"content-length",
+    }
+)
+_LOCATION_FIELDS = frozenset({b"location", b"content-location", b"uri"})
+SERVER_VERSION = b"proxympm/" + __version__.encode("ascii")
+
+
+def upstream_request_head(
+    req: Request,
+    host_cfg: HostConfig,
+    upstream_path: bytes,
+    upstream_host: bytes,
+    client_ip: str,
+    tls: bool,
+    server_name: bytes,
+    body_length: int | None,
+) -> bytes:
+    """The bytes of the request head sent upstream.
+
+    ``body_length`` None with a body means chunked; 0 or a count means
+    Content-Length (sent whenever the request has a body, and for methods that
+    expect one, so the upstream never guesses).
+    """
+    drop = _REQUEST_DROP | req.connection_tokens if req.connection_tokens else _REQUEST_DROP
+    out: list[bytes] = [b"%s %s HTTP/1.1\r\n" % (req.method, upstream_path)]
+    host = req.host if host_cfg.preserve_host and req.host else upstream_host
+    out.append(b"Host: %s\r\n" % host)
+    xff: bytes | None = None
+    via = host_cfg.via
+    for name, value in req.headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname == b"x-forwarded-for" and host_cfg.add_headers:
+            xff = value if xff is None else xff + b", " + value
+            continue
+        if lname == b"via" and via == "block":
+            continue
+        out.append(b"%s: %s\r\n" % (name, value))
+    if host_cfg.add_headers:
+        ip = client_ip.encode("ascii")
+        out.append(b"X-Forwarded-For: %s\r\n" % (ip if xff is None else xff + b", " + ip))
+        if req.host:
+            out.append(b"X-Forwarded-Host: %s\r\n" % req.host)
+        out.append(b"X-Forwarded-Server: %s\r\n" % server_name)
+        out.append(b"X-Forwarded-Proto: %s\r\n" % (b"https" if tls else b"http"))
+    if via in ("on", "full"):
+        out.append(b"Via: %s\r\n" % _via_value(req.version, server_name, via))
+    if req.has_body:
+        if body_length is None:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            out.append(b"Content-Length: %d\r\n" % body_length)
+    elif req.method in (b"POST", b"PUT", b"PATCH"):
+        out.append(b"Content-Length: 0\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _via_value(version: bytes, server_name: bytes, mode: str) -> bytes:
+    value = version + b" " + server_name
+    if mode == "full":
+        value += b" (" + SERVER_VERSION + b")"
+    return value
+
+
+def client_response_headers(
+    resp: Response,
+    host_cfg: HostConfig,
+    rules: tuple[ReverseRule, ...],
+    client_base: bytes,
+    server_name: bytes,
+) -> Headers:
+    """Response fields for the client, without framing fields (the caller adds them).
+
+    ``client_base`` is ``scheme://host`` as the client addressed us, used by
+    ProxyPassReverse like Apache with UseCanonicalName Off.
+    """
+    drop = _RESPONSE_DROP | resp.connection_tokens if resp.connection_tokens else _RESPONSE_DROP
+    out: Headers = []
+    for name, value in resp.headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if rules and lname in _LOCATION_FIELDS:
+            value = reverse_map(value, rules, client_base)
+        out.append((name, value))
+    if host_cfg.via in ("on", "full"):
+        out.append((b"Via", _via_value(resp.version, server_name, host_cfg.via)))
+    return out
+
+
+def reverse_map(value: bytes, rules: tuple[ReverseRule, ...], client_base: bytes) -> bytes:
+    """ProxyPassReverse: a backend URL prefix becomes this server's path."""
+    for rule in rules:
+        url = rule.url.encode("ascii")
+        if value.startswith(url):
+            rest = value[len(url) :]
+            path = rule.path.encode("ascii")
+            if path.endswith(b"/") and rest.startswith(b"/"):
+                rest = rest[1:]
+            return client_base + path + rest
+    return value

@@ -1,0 +1,104 @@
+"""Upstream connections: one pool per backend origin, per child process.
+
+Rules (DESIGN.md, nginx/HAProxy practice): LIFO reuse so the warmest connection is
+taken and cold ones age out; an idle ``ttl`` (kept below the backend's own
+keep-alive timeout); an EOF check right before reuse; and only a connection whose
+request and response were both exchanged completely is ever put back.
+
+Thread model: any worker thread calls ``acquire``/``release``; the idle stack is
+guarded by one small lock per backend, held only for a list push or pop.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from proxympm.proxy.routing import Target
+
+# Without a ttl, a pooled connection idle longer than this is not trusted; kept
+# under common app-server keep-alive timeouts would be too short for a default
+# (gunicorn uses 2 s), so the EOF check and the retry-once rule cover the race.
+DEFAULT_IDLE_LIMIT = 60.0
+MAX_IDLE_PER_BACKEND = 256
+
+
+@dataclass(slots=True)
+class Upstream:
+    """One connection to a backend."""
+
+    sock: socket.socket
+    target: Target
+    reused: int = 0  # requests already completed on it
+    idle_since: float = 0.0
+
+
+class BackendState:
+    """Per-backend health as seen by this child (error state for ``retry``)."""
+
+    __slots__ = ("target", "failed_until", "lock", "idle")
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.failed_until = 0.0
+        self.lock = threading.Lock()
+        self.idle: list[Upstream] = []
+
+
+class Pool:
+    __slots__ = ("_backends", "_lock")
+
+    def __init__(self) -> None:
+        self._backends: dict[str, BackendState] = {}
+        self._lock = threading.Lock()
+
+    def backend(self, target: Target) -> BackendState:
+        state = self._backends.get(target.name)
+        if state is None:
+            with self._lock:
+                state = self._backends.setdefault(target.name, BackendState(target))
+        return state
+
+    def take_idle(self, state: BackendState, ttl: float | None) -> Upstream | None:
+        """Most recently used live idle connection, or None."""
+        limit = ttl if ttl is not None else DEFAULT_IDLE_LIMIT
+        now = time.monotonic()
+        while True:
+            with state.lock:
+                if not state.idle:
+                    return None
+                up = state.idle.pop()
+            if now - up.idle_since < limit and _still_open(up.sock):
+                return up
+            up.sock.close()
+
+    def release(self, state: BackendState, up: Upstream) -> None:
+        up.reused += 1
+        up.idle_since = time.monotonic()
+        with state.lock:
+            if len(state.idle) < MAX_IDLE_PER_BACKEND:
+                state.idle.append(up)
+                return
+        up.sock.close()
+
+    def close_all(self) -> None:
+        for state in list(self._backends.values()):
+            with state.lock:
+                idle, state.idle = state.idle, []
+            for up in idle:
+                up.sock.close()
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """A pooled connection is usable only if it has neither EOF nor stray bytes."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError as exc:
+        return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+    # Readable now means b"" (EOF) or bytes nobody asked for: unusable either way.
+    return False

@@ -1,0 +1,178 @@
+"""Which backend serves a request: ProxyPass matching as mod_proxy does it.
+
+Built once per child from the immutable config; read-only afterwards, so every
+worker thread can use it without a lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from proxympm.config.model import HostConfig, ProxyRoute, WorkerParams
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a route sends requests: one backend origin plus a base path."""
+
+    scheme: str  # "http" or "https"
+    host: str
+    port: int
+    base_path: bytes  # path prefix of the ProxyPass URL, as bytes
+    name: str  # "http://host:port", for logs and the backend table
+
+    @property
+    def host_header(self) -> bytes:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (host if self.port == default else f"{host}:{self.port}").encode("ascii")
+
+
+def parse_target(url: str) -> Target:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"unsupported ProxyPass URL {url!r}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    path = parts.path or "/"
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    return Target(scheme, host, port, path.encode("ascii"), f"{scheme}://{shown}:{port}")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    prefix: bytes
+    target: Target | None  # None: excluded with "!"
+    params: WorkerParams
+
+    def matches(self, path: bytes) -> int:
+        """Length of the matched prefix, or -1 (Apache's alias_match)."""
+        return alias_match(path, self.prefix)
+
+
+def alias_match(uri: bytes, prefix: bytes) -> int:
+    """mod_proxy's prefix match: runs of '/' match runs of '/', and a prefix that
+    does not end in '/' matches only on a whole path segment (/foo matches /foo and
+    /foo/x, not /foobar). Returns the number of uri bytes matched, or -1."""
+    u = p = 0
+    lu, lp = len(uri), len(prefix)
+    while p < lp:
+        if prefix[p] == 0x2F:  # '/'
+            if u >= lu or uri[u] != 0x2F:
+                return -1
+            while p < lp and prefix[p] == 0x2F:
+                p += 1
+            while u < lu and uri[u] == 0x2F:
+                u += 1
+            continue
+        if u >= lu or uri[u] != prefix[p]:
+            return -1
+        u += 1
+        p += 1
+    if prefix[-1:] != b"/" and u < lu and uri[u] not in (0x2F, 0x3F):  # '/' or '?'
+        return -1
+    return u
+
+
+class Router:
+    """Routes of one host (the main server or a vhost), in configuration order."""
+
+    __slots__ = ("routes",)
+
+    def __init__(self, routes: tuple[ProxyRoute, ...]) -> None:
+        self.routes = tuple(
+            Route(r.path.encode("ascii"), parse_target(r.url) if r.url else None, r.params)
+            for r in routes
+        )
+
+    def match(self, path: bytes) -> tuple[Route, bytes] | None:
+        """First route that matches, and the upstream path (base + the rest)."""
+        for route in self.routes:
+            n = route.matches(path)
+            if n < 0:
+                continue
+            if route.target is None:
+                return route, b""
+            rest = path[n:]
+            base = route.target.base_path
+            if base.endswith(b"/") and rest.startswith(b"/"):
+                rest = rest[1:]
+            elif not base.endswith(b"/") and rest and rest[:1] not in (b"/", b"?"):
+                rest = b"/" + rest
+            upstream = base + rest
+            if upstream[:1] != b"/":
+                upstream = b"/" + upstream
+            return route, upstream
+        return None
+
+
+def routers_for(hosts: tuple[HostConfig, ...]) -> dict[int, Router]:
+    """One Router per HostConfig, keyed by id() of the (immutable) config object."""
+    return {id(h): Router(h.routes) for h in hosts}
+
+
+class HostTable:
+    """Name-based virtual host selection, as httpd does it: best address match
+    first, then ServerName/ServerAlias in configuration order (wildcards allowed),
+    else the first vhost for that address; the main server when no vhost listens
+    on the address at all."""
+
+    __slots__ = ("main", "vhosts", "_by_addr")
+
+    def __init__(self, main: HostConfig, vhosts: tuple) -> None:
+        self.main = main
+        self.vhosts = vhosts
+        self._by_addr: dict[tuple[str, int], tuple[HostConfig, ...]] = {}
+
+    def for_address(self, ip: str, port: int) -> tuple[HostConfig, ...]:
+        key = (ip, port)
+        found = self._by_addr.get(key)
+        if found is None:
+            exact = tuple(v.host for v in self.vhosts if _addr_match(v.addresses, ip, port, True))
+            found = exact or tuple(
+                v.host for v in self.vhosts if _addr_match(v.addresses, ip, port, False))
+            self._by_addr[key] = found
+        return found
+
+    def default(self, ip: str, port: int) -> HostConfig:
+        hosts = self.for_address(ip, port)
+        return hosts[0] if hosts else self.main
+
+    def by_name(self, ip: str, port: int, host: bytes | None) -> HostConfig:
+        hosts = self.for_address(ip, port)
+        if not hosts:
+            return self.main
+        if host:
+            name = _strip_port(host).decode("ascii", "replace").lower()
+            for h in hosts:
+                if name_matches(h, name):
+                    return h
+        return hosts[0]
+
+
+def name_matches(host: HostConfig, name: str) -> bool:
+    from fnmatch import fnmatchcase
+
+    if host.server_name and _strip_port(host.server_name.encode()).decode().lower() == name:
+        return True
+    return any(fnmatchcase(name, alias.lower()) for alias in host.server_aliases)
+
+
+def _strip_port(host: bytes) -> bytes:
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        return host[1:end] if end > 0 else host
+    return host.rsplit(b":", 1)[0] if b":" in host else host
+
+
+def _addr_match(addresses: tuple[tuple[str, int], ...], ip: str, port: int, exact: bool) -> bool:
+    for host, p in addresses:
+        if p not in (0, port):
+            continue
+        if exact and host == ip:
+            return True
+        if not exact and host in ("*", "_default_", ""):
+            return True
+    return False

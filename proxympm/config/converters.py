@@ -234,8 +234,10 @@ def worker_params(pairs: Sequence[tuple[str, str]]) -> WorkerParams:
 
 def backend_url(directive: str, url: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme.lower() not in _URL_SCHEMES or not parts.netloc or not url.startswith(
-        f"{parts.scheme}://"
+    if (
+        parts.scheme.lower() not in _URL_SCHEMES
+        or not parts.netloc
+        or not url.startswith(f"{parts.scheme}://")
     ):
         raise DirectiveError(
             f"{directive} URL '{url}' is not supported: "
@@ -527,4 +529,6 @@ def cipher_suite(inv: Invocation) -> str:
 def location(inv: Invocation) -> str:
     if inv.args[0] == "~":
         raise DirectiveError("<Location ~> (regular expressions) is not supported by proxympm")
+    if len(inv.args) > 1:
+        raise DirectiveError("<Location> takes one argument")
     return inv.args[0]

@@ -114,10 +114,8 @@ def describe(config: ServerConfig) -> str:
         "MPM event:",
         f"  StartServers {config.start_servers}, ServerLimit {config.server_limit}, "
         f"ThreadsPerChild {config.threads_per_child}, ThreadLimit {config.thread_limit}",
-        f"  MaxRequestWorkers {config.max_request_workers} (at most {processes} child "
-        "processes)",
-        f"  MinSpareThreads {config.min_spare_threads}, "
-        f"MaxSpareThreads {config.max_spare_threads}",
+        f"  MaxRequestWorkers {config.max_request_workers} (at most {processes} child processes)",
+        f"  MinSpareThreads {config.min_spare_threads}, MaxSpareThreads {config.max_spare_threads}",
         f"  MaxConnectionsPerChild {config.max_connections_per_child or '0 (unlimited)'}, "
         f"AsyncRequestWorkerFactor {_number(config.async_request_worker_factor)}, "
         f"ListenBacklog {config.listen_backlog}",

@@ -34,8 +34,13 @@ _NON_NEGATIVE = '{name} "{arg}" must be a non-negative integer'
 
 
 def _mpm(
-    name: str, default: str, doc: str, field: str, usage: str,
-    aliases: tuple[str, ...] = (), minimum: int | None = None,
+    name: str,
+    default: str,
+    doc: str,
+    field: str,
+    usage: str,
+    aliases: tuple[str, ...] = (),
+    minimum: int | None = None,
 ) -> Declaration:
     """An mpm_event number: server context, one integer (clamped after loading)."""
     return Declaration(
@@ -122,7 +127,7 @@ DECLARATIONS: tuple[Declaration, ...] = (
         compat="Host names are kept as written, not resolved while loading.",
     ),  # fmt: skip
     Declaration(
-        "Location", LOCATION_TOO, TAKE1, cv.location, st.location,
+        "Location", VHOST, TAKE12, cv.location, st.location,
         syntax="<Location URL-path> ... </Location>", default=None, section=True,
         doc="Holds a `ProxyPass` and `ProxyPassReverse` for one URL path, given without the "
         "path. Location rules are tried before the server's ProxyPass rules; when several "

@@ -298,16 +298,12 @@ class Reader:
     ) -> None:
         name = word[2:].removesuffix(">")
         if not stack:
-            raise ConfigError(
-                f"</{name}> without matching <{name}> section", path, lineno, "read"
-            )
+            raise ConfigError(f"</{name}> without matching <{name}> section", path, lineno, "read")
         if not word.endswith(">"):
             raise ConfigError(f"</{name}> directive missing closing '>'", path, lineno, "read")
         opened = stack[-1]
         if opened.name.lower() != name.lower():
-            raise ConfigError(
-                f"Expected </{opened.name}> but saw </{name}>", path, lineno, "read"
-            )
+            raise ConfigError(f"Expected </{opened.name}> but saw </{name}>", path, lineno, "read")
         stack.pop()
         parent = stack[-1].children if stack else top
         if opened.transparent:
@@ -317,9 +313,7 @@ class Reader:
                 Section(opened.name, opened.args, tuple(opened.children), opened.file, opened.line)
             )
 
-    def _soak(
-        self, lines: Iterator[tuple[int, str]], opener: str, path: str, lineno: int
-    ) -> None:
+    def _soak(self, lines: Iterator[tuple[int, str]], opener: str, path: str, lineno: int) -> None:
         """Skip a false conditional (``ap_soak_end_container``), nesting included."""
         open_names = [opener]
         for at, raw in lines:
@@ -338,9 +332,7 @@ class Reader:
                 if pos >= len(raw):
                     name = name.removesuffix(">")
                 open_names.append(name)
-        raise ConfigError(
-            f"Expected </{opener}> before end of configuration", path, lineno, "read"
-        )
+        raise ConfigError(f"Expected </{opener}> before end of configuration", path, lineno, "read")
 
     # -- read-time directives ---------------------------------------------
 

@@ -68,8 +68,8 @@ def render() -> str:
         "case-insensitive directive names, httpd's defaults and units, and httpd's error "
         "messages with file and line. Relative paths are relative to ServerRoot. "
         "Anything not listed here is an error "
-        "(\"Invalid command ..., perhaps misspelled or defined by a module not included "
-        "in the server configuration\").",
+        '("Invalid command ..., perhaps misspelled or defined by a module not included '
+        'in the server configuration").',
         "",
     ]
     for title, declarations in groups:

@@ -152,6 +152,8 @@ class RequestReader:
                 raise HTTPError(400, "malformed request line")
             if m.group("major") != b"1":
                 raise HTTPError(505, "HTTP major version is not 1")
+            if m.group("minor") not in (b"0", b"1"):
+                buf[eol - 1 : eol] = b"1"  # HTTP/1.2+ is served as 1.1 (llhttp knows no 1.2)
             self._line_ok = True
         end = buf.find(b"\r\n\r\n", self._scan)
         if end < 0:
@@ -182,8 +184,21 @@ class RequestReader:
                 raise cause from None
             raise HTTPError(400, f"invalid request head: {exc}") from None
         except httptools.HttpParserError as exc:
+            if "Transfer-Encoding" in str(exc) and self._unknown_coding():
+                raise HTTPError(501, "unknown transfer coding") from None
             raise HTTPError(400, f"invalid request head: {exc}") from None
         self._fed = upto
+
+    def _unknown_coding(self) -> bool:
+        """llhttp refuses a request whose codings do not end in chunked; that is a 501
+        (unknown coding) when chunked is absent, a 400 (ambiguous framing) otherwise."""
+        codings = [
+            c.strip(OWS).lower()
+            for name, value in self._collector.headers
+            if name.lower() == b"transfer-encoding"
+            for c in value.split(b",")
+        ]
+        return bool(codings) and b"chunked" not in codings
 
     def _build(self, buf: bytearray, head_len: int) -> Request:
         eol = buf.find(b"\r\n")
@@ -193,8 +208,7 @@ class RequestReader:
         req.request_line = bytes(buf[:eol])
         req.method = m.group("method")
         req.target = m.group("target")
-        minor = m.group("minor")
-        req.version = b"1.0" if minor == b"0" else b"1.1"  # HTTP/1.2+ is treated as 1.1
+        req.version = b"1.0" if m.group("minor") == b"0" else b"1.1"
         req.head_size = head_len
         req.headers = headers = self._collector.headers
 

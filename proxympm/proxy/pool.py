@@ -11,7 +11,7 @@ guarded by one small lock per backend, held only for a list push or pop.
 
 from __future__ import annotations
 
-import errno
+import select
 import socket
 import threading
 import time
@@ -93,12 +93,9 @@ class Pool:
 
 
 def _still_open(sock: socket.socket) -> bool:
-    """A pooled connection is usable only if it has neither EOF nor stray bytes."""
-    try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return True
-    except OSError as exc:
-        return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
-    # Readable now means b"" (EOF) or bytes nobody asked for: unusable either way.
-    return False
+    """A pooled connection is usable only if it has neither EOF nor stray bytes:
+    readable while idle means one or the other (mod_proxy's check, poll(0) first
+    because the socket carries a timeout and a plain recv would wait on it)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)

@@ -153,8 +153,8 @@ def vhost_addresses(inv: Invocation) -> tuple[tuple[str, int], ...]:
                 raise DirectiveError(f"Invalid address or port in <VirtualHost {word}>") from None
         else:
             host, port = word, None
-        if not host and port:  # "<VirtualHost 80>" is a host named 80 in httpd
-            host, port = port, None
+        if not host:
+            raise DirectiveError("Missing address for VirtualHost")
         if port in (None, "*"):
             number = 0
         else:
@@ -234,11 +234,8 @@ def worker_params(pairs: Sequence[tuple[str, str]]) -> WorkerParams:
 
 def backend_url(directive: str, url: str) -> str:
     parts = urlsplit(url)
-    if (
-        parts.scheme.lower() not in _URL_SCHEMES
-        or not parts.netloc
-        or not url.startswith(f"{parts.scheme}://")
-    ):
+    scheme = parts.scheme.lower()
+    if scheme not in _URL_SCHEMES or not parts.netloc or not url.lower().startswith(f"{scheme}://"):
         raise DirectiveError(
             f"{directive} URL '{url}' is not supported: "
             "proxympm proxies to http://, https:// and balancer:// URLs"

@@ -399,12 +399,13 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "main server's.", usage="The filename of the error log",
     ),  # fmt: skip
     Declaration(
-        "LogLevel", SERVER, ITERATE, cv.log_levels, st.log_level,
+        "LogLevel", VHOST, ITERATE, cv.log_levels, st.log_level,
         syntax="LogLevel [module:]level [module:level] ...", default="warn",
         doc="Error log verbosity: emerg, alert, crit, error, warn, notice, info, debug, "
         "trace1 ... trace8; `module:level` sets one module (`ssl`, `mod_ssl.c` and "
         "`ssl_module` are the same).",
-        compat="Server context only. A level for a module proxympm does not have is ignored "
+        compat="In a `<VirtualHost>` it is checked, then ignored with a warning: the "
+        "server-wide level applies. A level for a module proxympm does not have is ignored "
         "with a warning.",
         usage="The level of error log messages",
     ),  # fmt: skip

@@ -112,6 +112,9 @@ def proxy_pass_inherit(scope: Scope, inv: Invocation, value: Any) -> None:
 
 
 def log_level(scope: Scope, inv: Invocation, value: Any) -> None:
+    if scope.context is Context.VIRTUALHOST:
+        inv.warn("LogLevel in <VirtualHost> is ignored: the server-wide LogLevel applies")
+        return
     overall, modules = value
     if overall is not None:
         server("log_level")(scope, inv, overall)

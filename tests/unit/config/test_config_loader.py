@@ -235,9 +235,23 @@ def test_vhost_address_forms(load: Load, address: str, expected: tuple[str, int]
     assert config.vhosts[0].addresses == (expected,)
 
 
-def test_vhost_bad_port(load: Load) -> None:
-    error = error_of(load, "Listen 80\n<VirtualHost *:http>\n</VirtualHost>\n")
-    assert (error.line, error.message) == (2, "Invalid address or port in <VirtualHost *:http>")
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [("*:http", "Invalid address or port in <VirtualHost *:http>"),
+     ("80", "Missing address for VirtualHost"),
+     ("[::1", "Invalid address or port in <VirtualHost [::1>")],
+)  # fmt: skip
+def test_vhost_bad_addresses(load: Load, address: str, message: str) -> None:
+    error = error_of(load, f"Listen 80\n<VirtualHost {address}>\n</VirtualHost>\n")
+    assert (error.line, error.message) == (2, message)
+
+
+def test_loglevel_in_a_vhost_is_checked_then_ignored(load: Load) -> None:
+    config = load("Listen 80\nLogLevel info\n<VirtualHost *:80>\nLogLevel debug\n</VirtualHost>\n")
+    assert config.log_level == "info"
+    assert "LogLevel in <VirtualHost> is ignored" in config.warnings[0]
+    error = error_of(load, "Listen 80\n<VirtualHost *:80>\nLogLevel noisy\n</VirtualHost>\n")
+    assert error.line == 3
 
 
 def test_main_server_sslengine_without_certificate_points_at_sslengine(

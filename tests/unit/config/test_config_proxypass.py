@@ -61,6 +61,12 @@ def test_worker_param_values(load: Load, words: str, params: WorkerParams) -> No
     assert load(f"Listen 80\nProxyPass / http://b/ {words}\n").main.routes[0].params == params
 
 
+def test_location_exclusion_and_uppercase_scheme(load: Load) -> None:
+    config = load("Listen 80\n<Location /private>\nProxyPass !\n</Location>\n"
+                  "ProxyPass / HTTP://Backend:8080/\n")  # fmt: skip
+    assert routes(config) == [("/private", None), ("/", "HTTP://Backend:8080/")]
+
+
 def test_balancer_url_is_accepted_syntactically(load: Load) -> None:
     config = load("Listen 80\nProxyPass /app balancer://cluster/app\n")
     assert routes(config) == [("/app", "balancer://cluster/app")]

@@ -30,16 +30,15 @@ class Arity:
     maximum: int | None
     complaint: str
     flag: bool = False
-    label: str = ""  # httpd's name for it, shown in the reference
 
 
-TAKE1 = Arity(1, 1, "takes one argument", label="TAKE1")
-TAKE2 = Arity(2, 2, "takes two arguments", label="TAKE2")
-TAKE12 = Arity(1, 2, "takes 1-2 arguments", label="TAKE12")
-TAKE23 = Arity(2, 3, "takes two or three arguments", label="TAKE23")
-ITERATE = Arity(1, None, "requires at least one argument", label="ITERATE")
-FLAG = Arity(1, 1, "must be On or Off", flag=True, label="FLAG")
-RAW = Arity(0, None, "", label="RAW_ARGS")  # the converter checks the words itself
+TAKE1 = Arity(1, 1, "takes one argument")
+TAKE2 = Arity(2, 2, "takes two arguments")
+TAKE12 = Arity(1, 2, "takes 1-2 arguments")
+TAKE23 = Arity(2, 3, "takes two or three arguments")
+ITERATE = Arity(1, None, "requires at least one argument")
+FLAG = Arity(1, 1, "must be On or Off", flag=True)
+RAW = Arity(0, None, "")  # the converter checks the words itself
 
 
 @dataclass(frozen=True, slots=True)

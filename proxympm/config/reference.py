@@ -15,8 +15,8 @@ from proxympm.config.scope import Context
 _CONTEXT_NAMES = (
     (Context.SERVER, "server config"),
     (Context.VIRTUALHOST, "virtual host"),
-    (Context.LOCATION, "<Location>"),
-    (Context.PROXY, "<Proxy>"),
+    (Context.LOCATION, "`<Location>`"),
+    (Context.PROXY, "`<Proxy>`"),
 )
 
 
@@ -33,7 +33,7 @@ def _cell(text: str) -> str:
 def _entry(declaration: Declaration) -> list[str]:
     default = f"`{declaration.name} {declaration.default}`" if declaration.default else "none"
     lines = [
-        f"### {declaration.display_name}",
+        f"### `{declaration.display_name}`" if declaration.section else f"### {declaration.name}",
         "",
         "| | |",
         "| --- | --- |",

@@ -73,7 +73,6 @@ class ServerScope:
 
     main: HostScope
     settings: dict[str, object] = field(default_factory=dict)  # ServerConfig fields
-    set_at: dict[str, str] = field(default_factory=dict)
     listens: list[Listen] = field(default_factory=list)
     module_log_levels: dict[str, str] = field(default_factory=dict)
     vhosts: list[VirtualHostScope] = field(default_factory=list)

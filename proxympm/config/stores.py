@@ -26,7 +26,6 @@ def server(field: str) -> Store:
 
     def store(scope: Scope, inv: Invocation, value: Any) -> None:
         scope.server.settings[field] = value
-        scope.server.set_at[field] = inv.where
 
     return store
 

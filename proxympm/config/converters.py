@@ -523,6 +523,14 @@ def cipher_suite(inv: Invocation) -> str:
     return inv.args[-1]
 
 
+def server_name(inv: Invocation) -> str:
+    """``ServerName [scheme://]name[:port]``: kept as ``name[:port]``."""
+    name = inv.args[0].partition("://")[2] or inv.args[0]
+    if not name or "/" in name:
+        raise DirectiveError(f"ServerName '{inv.args[0]}' is not a host name")
+    return name
+
+
 def location(inv: Invocation) -> str:
     if inv.args[0] == "~":
         raise DirectiveError("<Location ~> (regular expressions) is not supported by proxympm")

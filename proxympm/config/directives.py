@@ -137,10 +137,11 @@ DECLARATIONS: tuple[Declaration, ...] = (
     ),
     # -- server identity and processes ------------------------------------
     Declaration(
-        "ServerName", VHOST, TAKE1, cv.first, st.host("server_name"),
+        "ServerName", VHOST, TAKE1, cv.server_name, st.host("server_name"),
         syntax="ServerName [scheme://]domain-name|ip-address[:port]", default=None,
         doc="The name this (virtual) server answers to, used to select name-based virtual "
-        "hosts. A vhost without one inherits the main server's.",
+        "hosts. A vhost without one inherits the main server's. A `scheme://` prefix is "
+        "accepted and dropped; the port is kept.",
         usage="The hostname and port of the server",
     ),
     Declaration(

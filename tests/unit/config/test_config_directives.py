@@ -247,6 +247,15 @@ def test_connection_and_proxy_settings_convert(load: Load) -> None:
     assert (config.graceful_shutdown_timeout, config.listen_backlog) == (10.0, 128)
 
 
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [("www.example.com", "www.example.com"), ("https://www.example.com:443", "www.example.com:443"),
+     ("[::1]:8080", "[::1]:8080")],
+)  # fmt: skip
+def test_server_name_drops_a_scheme(load: Load, value: str, stored: str) -> None:
+    assert load(f"Listen 80\nServerName {value}\n").main.server_name == stored
+
+
 def test_proxy_requests_on_is_refused(load: Load) -> None:
     error = error_of(load, "Listen 80\nProxyRequests On\n")
     assert "forward proxying" in error.message and "not supported" in error.message

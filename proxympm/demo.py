@@ -74,7 +74,12 @@ def ensure_certs() -> None:
     subprocess.run([sys.executable, str(ROOT / "certs" / "make_dev_certs.py")], check=True)
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     ensure_certs()
     servers = [serve_backend(name, port) for name, port in BACKENDS.items()]
     print("demo backends: " + ", ".join(f"{n} on 127.0.0.1:{p}" for n, p in BACKENDS.items()))

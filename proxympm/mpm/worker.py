@@ -59,6 +59,8 @@ class Worker:
                 self.listener.close(conn)
             finally:
                 self.done += 1
+                if self.listener.accept_paused:
+                    self.listener.wake()  # a worker is free: the listener may accept again
 
     def serve(self, conn: Connection) -> None:
         listener = self.listener

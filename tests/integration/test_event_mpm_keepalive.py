@@ -32,7 +32,7 @@ ServerLimit 1
 ThreadsPerChild {THREADS_PER_CHILD}
 MaxRequestWorkers {THREADS_PER_CHILD}
 MinSpareThreads 1
-MaxSpareThreads {THREADS_PER_CHILD}
+MaxSpareThreads 16
 KeepAliveTimeout 100
 MaxKeepAliveRequests 0
 Timeout 30

@@ -160,13 +160,18 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
+    def sample(self) -> None:
+        """Take one sample now (also callable from the thread moving the data, so that
+        samples fall inside a transfer however fast it is)."""
+        for p in tree(self.root_pid):
+            kib = rss_kib(p.pid)
+            if kib is not None:
+                self.peak_kib[p.pid] = max(kib, self.peak_kib.get(p.pid, 0))
+        self.samples += 1
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            for p in tree(self.root_pid):
-                kib = rss_kib(p.pid)
-                if kib is not None:
-                    self.peak_kib[p.pid] = max(kib, self.peak_kib.get(p.pid, 0))
-            self.samples += 1
+            self.sample()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RssSampler:

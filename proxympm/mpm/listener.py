@@ -299,8 +299,8 @@ class Listener:
                     conn.send_some(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = conn.body
             assert body is not None
-            while not body.done and conn.inbuf:
-                data = body.feed(conn.inbuf)
+            if conn.inbuf and not body.done:
+                data = body.feed(conn.inbuf)  # takes all it can; a partial chunk line waits
                 if data:
                     conn.body_parts.append(data)
             if body.done or body.received >= BODY_BUFFER or (

@@ -1,8 +1,9 @@
 """One proxied request, upstream side: the state machine a worker thread runs.
 
 Phases (named as nginx's upstream module names them): CONNECT (pooled or new),
-SEND (request head and body), READ_HEAD (status line and fields, 1xx skipped),
-RELAY (response body to the client), DONE (connection pooled or closed).
+SEND (request head and body; an upstream that answers early is relayed while we
+send), READ_HEAD (status line and fields, 1xx skipped), RELAY (response body to
+the client, in relay.py), DONE (connection pooled or closed).
 
 ``classify`` below is the one place that maps a failure in a phase to what the
 client sees and whether the request may be retried: every status decision about
@@ -21,13 +22,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from proxympm.config.model import HostConfig, WorkerParams
-from proxympm.http.body import BodyDecoder, LengthBody, NoBody
+from proxympm.http.body import BodyDecoder
 from proxympm.http.errors import HTTPError
 from proxympm.http.request import Headers, Request
-from proxympm.http.response import Response, read_response_head, response_body
-from proxympm.http.serialize import HeaderInjection, serialize_head, status_line
-from proxympm.proxy.headers import client_response_headers, upstream_request_head
+from proxympm.http.response import Response, read_response_head
+from proxympm.http.serialize import HeaderInjection
+from proxympm.proxy import upstream
+from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.pool import BackendState, Pool, Upstream
+from proxympm.proxy.relay import RelayError, ResponseRelay
 from proxympm.proxy.resolver import Resolver
 from proxympm.proxy.routing import Target
 
@@ -144,14 +147,17 @@ class Exchange:
             attempts += 1
             up: Upstream | None = None
             reused = False
+            flow = _Flow(self, client, req, host_cfg, client_keepalive)
             try:
                 if not params.disablereuse:
                     up = self.pool.take_idle(state, params.ttl)
                 reused = up is not None
                 if up is None:
                     up = self._connect(target, params, timeout)
-                self._send(up, head, client, body, body_parts, buffered, req, timeout)
-                resp, up_buf = self._read_head(up, req, timeout)
+                flow.up = up
+                flow.send(head, body, body_parts, buffered, timeout)
+                if flow.relay is None:
+                    flow.read_head(timeout)
             except UpstreamFailure as exc:
                 if up is not None:
                     up.sock.close()
@@ -160,21 +166,37 @@ class Exchange:
                     self.log.info("proxy", f"reused connection to {target.name} failed "
                                   f"({exc.reason}); retrying on a fresh one", peer)
                     continue
-                self._log_failure(exc, target, params, peer)
+                self._log_failure(exc, target, peer)
                 if decision.mark_failed and params.retry > 0:
                     state.failed_until = time.monotonic() + params.retry
                     self.log.error("proxy", f"AH00959: ap_proxy_connect_backend disabling "
                                    f"worker for ({target.name}) for {params.retry:g}s", peer)
                 out.error = decision.status
                 return out
-            except HTTPError as exc:  # invalid response head
-                up.sock.close()
+            except ClientBodyError as exc:
+                if up is not None:
+                    up.sock.close()
+                self.log.info("proxy", f"client request body broken: {exc.detail}", peer)
+                out.error = exc.status
+                return out
+            except (HTTPError, HeaderInjection) as exc:  # invalid response head
+                if up is not None:
+                    up.sock.close()
+                detail = exc.detail if isinstance(exc, HTTPError) else str(exc)
                 self.log.error("proxy", f"AH01102: invalid response from {target.name}: "
-                               f"{exc.detail}", peer)
+                               f"{detail}", peer)
                 out.error = 502
                 return out
+            except RelayError as exc:
+                flow.abort(out, f"AH01110: error reading the response body from "
+                           f"{target.name}: {exc}")
+                return out
+            except BaseException:
+                if up is not None:
+                    up.sock.close()  # e.g. the client went away: never pool a half exchange
+                raise
             break
-        self._relay(up, state, resp, up_buf, client, req, host_cfg, params, timeout, out)
+        flow.finish(state, params, timeout, out)
         return out
 
     # -- phases --------------------------------------------------------------------
@@ -186,164 +208,25 @@ class Exchange:
             raise UpstreamFailure("connect", f"DNS lookup failure for {target.host}")
         last = "no address"
         for family, addr in addrs:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.settimeout(ctimeout)
             try:
-                sock.connect(addr)
+                sock = upstream.connect(family, addr, ctimeout)
             except TimeoutError:
-                sock.close()
                 last = "connect timed out"
                 continue
             except OSError as exc:
-                sock.close()
                 last = exc.strerror or str(exc)
                 continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if params.keepalive:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.settimeout(timeout)
             return Upstream(sock, target)
         raise UpstreamFailure("connect", last, refused=True)
 
-    def _send(self, up: Upstream, head: bytes, client: ClientSide, body: BodyDecoder,
-              body_parts: list[bytes], buffered: bool, req: Request, timeout: float) -> None:
-        sock = up.sock
-        try:
-            if buffered:
-                sock.sendall(head + b"".join(body_parts) if body_parts else head)
-                return
-            # Streaming a large body: read from the client as it comes.
-            chunked = req.content_length is None
-            sock.sendall(head)
-            for part in body_parts:
-                sock.sendall(_chunk(part) if chunked else part)
-            body_parts.clear()
-            while not body.done:
-                if not client.inbuf and not client.recv_more(timeout):
-                    body.eof()
-                data = body.feed(client.inbuf)
-                if data:
-                    sock.sendall(_chunk(data) if chunked else data)
-            if chunked:
-                sock.sendall(b"0\r\n\r\n")
-        except TimeoutError:
-            raise UpstreamFailure("send", "timed out sending the request", timeout=True) from None
-        except OSError as exc:
-            raise UpstreamFailure("send", exc.strerror or str(exc)) from None
-
-    def _read_head(self, up: Upstream, req: Request,
-                   timeout: float) -> tuple[Response, bytearray]:
-        buf = bytearray()
-        sock = up.sock
-        while True:
-            resp = read_response_head(buf)
-            if resp is not None:
-                if 100 <= resp.status < 200:
-                    continue  # interim responses are consumed here (we answered 100 ourselves)
-                return resp, buf
-            try:
-                data = sock.recv(RECV_SIZE)
-            except TimeoutError:
-                raise UpstreamFailure("read_head", "timed out reading the response head",
-                                      timeout=True) from None
-            except OSError as exc:
-                raise UpstreamFailure("read_head", exc.strerror or str(exc),
-                                      before_response=not buf) from None
-            if not data:
-                raise UpstreamFailure("read_head", "upstream closed before the response head",
-                                      before_response=not buf)
-            buf += data
-
-    def _relay(self, up: Upstream, state: BackendState, resp: Response, buf: bytearray,
-               client: ClientSide, req: Request, host_cfg: HostConfig, params: WorkerParams,
-               timeout: float, out: Outcome) -> None:
-        decoder = response_body(resp, req.method)
-        out.status = resp.status
-        sized = isinstance(decoder, (LengthBody, NoBody))
-        if req.version != b"1.1" and not sized:
-            out.client_keepalive = False  # close-delimited for an HTTP/1.0 client
-        rechunk = req.version == b"1.1" and not sized
-        headers = client_response_headers(
-            resp, host_cfg, host_cfg.reverse_rules, self._client_base(client, req), self.server_name
-        )
-        head_cl = req.method == b"HEAD" and resp.content_length is not None
-        if isinstance(decoder, LengthBody) or head_cl:
-            headers.append((b"Content-Length", b"%d" % (resp.content_length or 0)))
-        elif rechunk:
-            headers.append((b"Transfer-Encoding", b"chunked"))
-        if not out.client_keepalive:
-            headers.append((b"Connection", b"close"))
-        out.headers = headers
-        try:
-            head = serialize_head(status_line(resp.status, resp.reason or None), headers)
-        except HeaderInjection as exc:
-            up.sock.close()
-            self.log.error("proxy", f"AH01102: invalid header from {up.target.name}: {exc}")
-            out.error = 502
-            out.status = 0
-            return
-        pending = head
-        sent_any = False
-        try:
-            while True:
-                try:
-                    data = decoder.feed(buf)
-                except HTTPError as exc:
-                    raise UpstreamFailure("relay", exc.detail) from None
-                if data:
-                    out.body_bytes += len(data)
-                    pending += _chunk(data) if rechunk else data
-                if decoder.done:
-                    break
-                if len(pending) >= RECV_SIZE or (pending and sent_any):
-                    client.send_all(pending, host_cfg.timeout)
-                    out.bytes_out += len(pending)
-                    sent_any = True
-                    pending = b""
-                try:
-                    chunk = up.sock.recv(RECV_SIZE)
-                except TimeoutError:
-                    raise UpstreamFailure("relay", "timed out reading the response body") from None
-                except OSError as exc:
-                    raise UpstreamFailure("relay", exc.strerror or str(exc)) from None
-                if not chunk:
-                    try:
-                        decoder.eof()
-                    except HTTPError as exc:
-                        raise UpstreamFailure("relay", exc.detail) from None
-                    continue
-                buf += chunk
-        except UpstreamFailure as exc:
-            up.sock.close()
-            self.log.error("proxy", f"AH01110: error reading the response body from "
-                           f"{up.target.name}: {exc.reason}")
-            if pending:
-                try:
-                    client.send_all(pending, host_cfg.timeout)
-                except Exception:  # noqa: BLE001 - the connection is aborted anyway
-                    pass
-            out.aborted = True
-            return
-        except BaseException:
-            up.sock.close()  # client went away mid-relay: the upstream is not reusable
-            raise
-        if rechunk:
-            pending += b"0\r\n\r\n"
-        reusable = resp.keep_alive and not buf and not params.disablereuse
-        if reusable:
-            self.pool.release(state, up)
-        else:
-            up.sock.close()
-        rest = client.send_some(pending) if pending else b""
-        out.bytes_out += len(pending) - len(rest)
-        out.pending = rest
-
-    def _client_base(self, client: ClientSide, req: Request) -> bytes:
+    def client_base(self, client: ClientSide, req: Request) -> bytes:
+        """``scheme://host`` as the client addressed us (for ProxyPassReverse)."""
         scheme = b"https://" if client.tls else b"http://"
         return scheme + (req.host or self.server_name)
 
-    def _log_failure(self, exc: UpstreamFailure, target: Target, params: WorkerParams,
-                     peer: tuple[str, int]) -> None:
+    def _log_failure(self, exc: UpstreamFailure, target: Target, peer: tuple[str, int]) -> None:
         if exc.phase == "connect":
             self.log.error("proxy", f"AH01114: HTTP: failed to make connection to backend: "
                            f"{target.name} ({exc.reason})", peer)
@@ -353,6 +236,194 @@ class Exchange:
         else:
             self.log.error("proxy", f"AH01102: error reading status line from {target.name}: "
                            f"{exc.reason}", peer)
+
+
+class _Flow:
+    """One attempt of one request on one upstream connection (worker thread only)."""
+
+    __slots__ = ("ex", "client", "req", "host_cfg", "keepalive", "up", "buf", "relay",
+                 "relay_resp", "upload_complete", "upstream_closed")
+
+    def __init__(self, ex: Exchange, client: ClientSide, req: Request, host_cfg: HostConfig,
+                 keepalive: bool) -> None:
+        self.ex = ex
+        self.client = client
+        self.req = req
+        self.host_cfg = host_cfg
+        self.keepalive = keepalive
+        self.up: Upstream | None = None
+        self.buf = bytearray()  # upstream bytes not yet relayed
+        self.relay: ResponseRelay | None = None
+        self.relay_resp: Response | None = None
+        self.upload_complete = False
+        self.upstream_closed = False
+
+    # SEND ---------------------------------------------------------------------------
+
+    def send(self, head: bytes, body: BodyDecoder, body_parts: list[bytes], buffered: bool,
+             timeout: float) -> None:
+        assert self.up is not None
+        sock = self.up.sock
+        try:
+            if buffered:
+                data = head + b"".join(body_parts) if body_parts else head
+                upstream.send_duplex(sock, data, timeout, self._early)
+            else:  # a large body, streamed from the client as it arrives
+                chunked = self.req.content_length is None
+                frame = _chunk if chunked else bytes
+                upstream.send_duplex(sock, head + b"".join(map(frame, body_parts)), timeout,
+                                     self._early)
+                body_parts.clear()
+                inbuf = self.client.inbuf
+                while True:
+                    data = body.feed(inbuf)  # a partial chunk line stays in inbuf
+                    if data:
+                        upstream.send_duplex(sock, frame(data), timeout, self._early)
+                    if body.done:
+                        break
+                    if not self.client.recv_more(timeout):
+                        body.eof()
+                if chunked:
+                    upstream.send_duplex(sock, b"0\r\n\r\n", timeout, self._early)
+            self.upload_complete = True
+        except _StopSending:
+            return  # the upstream answered and stopped reading: relay that answer
+        except TimeoutError:
+            raise UpstreamFailure("send", "timed out sending the request",
+                                  timeout=True) from None
+        except HTTPError as exc:  # the client's body framing broke mid-stream
+            raise ClientBodyError(exc.status, exc.detail) from None
+        except OSError as exc:
+            if self.relay is not None:
+                return  # it already answered (e.g. 413) and closed: relay the answer
+            raise UpstreamFailure("send", exc.strerror or str(exc),
+                                  before_response=not self.buf) from None
+
+    def _early(self) -> None:
+        """The upstream speaks while we still send: take it in (bounded by relaying)."""
+        assert self.up is not None
+        try:
+            data = self.up.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if self.relay is not None:
+                raise _StopSending from None
+            raise UpstreamFailure("send", exc.strerror or str(exc),
+                                  before_response=not self.buf) from None
+        if not data:
+            self.upstream_closed = True
+            if self.relay is None:
+                self._start_relay()
+            if self.relay is None:
+                raise UpstreamFailure("send", "upstream closed while receiving the request",
+                                      before_response=not self.buf)
+            self.relay.upstream_eof()
+            raise _StopSending
+        self.buf += data
+        if self.relay is None:
+            self._start_relay()
+        if self.relay is not None:
+            self.relay.pump(self.buf)
+
+    # READ_HEAD ------------------------------------------------------------------------
+
+    def _start_relay(self) -> None:
+        while True:
+            resp = read_response_head(self.buf)
+            if resp is None:
+                return
+            if resp.status >= 200:
+                break  # interim 1xx are consumed here: we answered 100-continue ourselves
+        self.relay = ResponseRelay(
+            self.client, resp, self.req, self.host_cfg, self.ex.client_base(self.client, self.req),
+            self.ex.server_name, self.keepalive)
+        self.relay_resp = resp
+
+    def read_head(self, timeout: float) -> None:
+        assert self.up is not None
+        while True:
+            self._start_relay()
+            if self.relay is not None:
+                return
+            try:
+                data = upstream.recv(self.up.sock, timeout)
+            except TimeoutError:
+                raise UpstreamFailure("read_head", "timed out reading the response head",
+                                      timeout=True) from None
+            except OSError as exc:
+                raise UpstreamFailure("read_head", exc.strerror or str(exc),
+                                      before_response=not self.buf) from None
+            if not data:
+                raise UpstreamFailure("read_head", "upstream closed before the response head",
+                                      before_response=not self.buf)
+            self.buf += data
+
+    # RELAY and DONE --------------------------------------------------------------------
+
+    def finish(self, state: BackendState, params: WorkerParams, timeout: float,
+               out: Outcome) -> None:
+        relay = self.relay
+        up = self.up
+        assert relay is not None and up is not None
+        try:
+            relay.pump(self.buf)
+            while not relay.done:
+                try:
+                    data = upstream.recv(up.sock, timeout)
+                except TimeoutError:
+                    raise RelayError("timed out reading the response body") from None
+                except OSError as exc:
+                    raise RelayError(exc.strerror or str(exc)) from None
+                if data:
+                    self.buf += data
+                    relay.pump(self.buf)
+                else:
+                    relay.upstream_eof()
+        except RelayError as exc:
+            self.abort(out, f"AH01110: error reading the response body from "
+                       f"{up.target.name}: {exc}")
+            return
+        except BaseException:
+            up.sock.close()  # the client went away mid-relay: not reusable
+            raise
+        reusable = (self.upload_complete and not self.upstream_closed and not self.buf
+                    and self.relay_resp is not None and self.relay_resp.keep_alive
+                    and not params.disablereuse)
+        if reusable:
+            self.ex.pool.release(state, up)
+        else:
+            up.sock.close()
+        out.pending = relay.finish()
+        self._fill(out)
+        if not self.upload_complete:
+            out.client_keepalive = False  # the rest of the request body was never read
+
+    def abort(self, out: Outcome, message: str) -> None:
+        assert self.up is not None
+        self.up.sock.close()
+        self.ex.log.error("proxy", message)
+        if self.relay is not None:
+            self.relay.salvage()
+            self._fill(out)
+        out.aborted = True
+
+    def _fill(self, out: Outcome) -> None:
+        relay = self.relay
+        assert relay is not None
+        out.status = relay.status
+        out.headers = relay.headers
+        out.body_bytes = relay.body_bytes
+        out.bytes_out = relay.bytes_out
+        out.client_keepalive = out.client_keepalive and relay.keepalive
+
+
+class ClientBodyError(HTTPError):
+    """The client's streamed request body was malformed or cut short."""
+
+
+class _StopSending(Exception):
+    """The upstream answered and closed or reset: stop the upload, relay the answer."""
 
 
 def _chunk(data: bytes) -> bytes:

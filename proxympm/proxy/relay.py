@@ -1,0 +1,112 @@
+"""The response side of an exchange: upstream response -> client, incrementally.
+
+A ``ResponseRelay`` is created once the upstream's final response head is known.
+It builds the client's head (hop-by-hop fields removed, ProxyPassReverse, Via,
+our own framing), then ``pump`` decodes whatever upstream bytes are buffered and
+writes them to the client: de-chunked and re-chunked for HTTP/1.1 clients when
+the length is unknown, close-delimited for HTTP/1.0 clients. Small responses
+leave in a single send together with their head.
+
+Runs on one worker thread; the exchange drives it both after the request was sent
+and, for upstreams that answer early, while the request body is still going up.
+"""
+
+from __future__ import annotations
+
+from proxympm.config.model import HostConfig
+from proxympm.http.body import LengthBody, NoBody
+from proxympm.http.errors import HTTPError
+from proxympm.http.request import Headers, Request
+from proxympm.http.response import Response, response_body
+from proxympm.http.serialize import serialize_head, status_line
+from proxympm.proxy.headers import client_response_headers
+
+FLUSH_AT = 65536
+
+
+class RelayError(Exception):
+    """The upstream response body is broken: the client connection must be aborted."""
+
+
+class ResponseRelay:
+    __slots__ = ("client", "decoder", "rechunk", "pending", "sent_any", "timeout",
+                 "body_bytes", "bytes_out", "headers", "status", "keepalive")
+
+    def __init__(self, client: object, resp: Response, req: Request, host_cfg: HostConfig,
+                 client_base: bytes, server_name: bytes, keepalive: bool) -> None:
+        self.client = client
+        self.timeout = host_cfg.timeout
+        self.decoder = response_body(resp, req.method)
+        sized = isinstance(self.decoder, (LengthBody, NoBody))
+        if req.version != b"1.1" and not sized:
+            keepalive = False  # close-delimited for an HTTP/1.0 client
+        self.keepalive = keepalive
+        self.rechunk = req.version == b"1.1" and not sized
+        headers: Headers = client_response_headers(
+            resp, host_cfg, host_cfg.reverse_rules, client_base, server_name)
+        if isinstance(self.decoder, LengthBody) or (
+                req.method == b"HEAD" and resp.content_length is not None):
+            headers.append((b"Content-Length", b"%d" % (resp.content_length or 0)))
+        elif self.rechunk:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        if not keepalive:
+            headers.append((b"Connection", b"close"))
+        self.headers = headers
+        self.status = resp.status
+        # HeaderInjection propagates: nothing has been sent yet, the caller answers 502.
+        self.pending = serialize_head(status_line(resp.status, resp.reason or None), headers)
+        self.sent_any = False
+        self.body_bytes = 0
+        self.bytes_out = 0
+
+    @property
+    def done(self) -> bool:
+        return self.decoder.done
+
+    def pump(self, buf: bytearray) -> None:
+        """Decode what ``buf`` holds and pass it on; raises RelayError on bad framing,
+        ClientGone (from the client) if the client went away."""
+        if self.decoder.done:
+            return
+        try:
+            data = self.decoder.feed(buf)
+        except HTTPError as exc:
+            raise RelayError(exc.detail) from None
+        if data:
+            self.body_bytes += len(data)
+            self.pending += b"%x\r\n%s\r\n" % (len(data), data) if self.rechunk else data
+        if self.decoder.done:
+            if self.rechunk:
+                self.pending += b"0\r\n\r\n"
+            return
+        if self.pending and (self.sent_any or len(self.pending) >= FLUSH_AT):
+            self.flush()
+
+    def upstream_eof(self) -> None:
+        try:
+            self.decoder.eof()
+        except HTTPError as exc:
+            raise RelayError(exc.detail) from None
+        if self.rechunk and self.decoder.done:
+            self.pending += b"0\r\n\r\n"
+
+    def flush(self) -> None:
+        self.client.send_all(self.pending, self.timeout)  # type: ignore[attr-defined]
+        self.bytes_out += len(self.pending)
+        self.sent_any = True
+        self.pending = b""
+
+    def finish(self) -> bytes:
+        """Write what the socket takes now; the rest goes to write completion."""
+        pending, self.pending = self.pending, b""
+        rest = self.client.send_some(pending) if pending else b""  # type: ignore[attr-defined]
+        self.bytes_out += len(pending) - len(rest)
+        return rest
+
+    def salvage(self) -> None:
+        """Before an abort: what was decoded so far still goes out (then the close)."""
+        if self.pending:
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the connection is being aborted anyway
+                pass

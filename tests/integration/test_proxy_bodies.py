@@ -81,7 +81,7 @@ def test_chunked_request_body_reaches_backend(proxy: Proxy, backend: Backend) ->
 def test_chunked_upload_with_curl(proxy: Proxy, backend: Backend, tmp_path: Path) -> None:
     data = tmp_path / "up.bin"
     data.write_bytes(b"".join(pattern(3 * MiB + 17)))
-    r = curl("-H", "Transfer-Encoding: chunked", "--data-binary", f"@{data}",
+    r = curl("--max-time", "20", "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{data}",
              "-o", str(tmp_path / "down.bin"), "-w", "%{http_code}", f"{proxy.url}/echo")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "200"

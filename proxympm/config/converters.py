@@ -327,7 +327,7 @@ _PROTOCOL_NAMES = {p.lower(): p for p in (*_OLD_PROTOCOLS, *TLS_PROTOCOLS)}
 
 
 def ssl_protocols(inv: Invocation) -> tuple[str, ...]:
-    """``SSLProtocol [+|-]proto ...`` resolved to the protocols proxympm enables.
+    """``SSLProtocol [+|-]proto ...`` (or SSLProxyProtocol): the protocols to enable.
 
     ``all`` means every protocol proxympm supports (TLSv1.2, TLSv1.3). Naming
     SSLv3, TLSv1 or TLSv1.1 to *enable* it is an error: Python's OpenSSL refuses
@@ -342,10 +342,10 @@ def ssl_protocols(inv: Invocation) -> tuple[str, ...]:
         elif name.lower() in _PROTOCOL_NAMES:
             protocols = {_PROTOCOL_NAMES[name.lower()]}
         else:
-            raise DirectiveError(f"SSLProtocol: Illegal protocol '{name}'")
+            raise DirectiveError(f"{inv.name}: Illegal protocol '{name}'")
         if action != "-" and protocols & set(_OLD_PROTOCOLS):
             raise DirectiveError(
-                f"SSLProtocol: {name} is not supported: proxympm requires TLSv1.2 or later"
+                f"{inv.name}: {name} is not supported: proxympm requires TLSv1.2 or later"
             )
         if action == "-":
             chosen -= protocols
@@ -354,15 +354,28 @@ def ssl_protocols(inv: Invocation) -> tuple[str, ...]:
         else:
             if chosen:
                 inv.warn(
-                    f"SSLProtocol: Protocol '{word}' overrides already set parameter(s). "
+                    f"{inv.name}: Protocol '{word}' overrides already set parameter(s). "
                     "Check if a +/- prefix is missing."
                 )
             chosen = set(protocols)
     if not chosen:
         raise DirectiveError(
-            "SSLProtocol: no protocol left enabled (choose TLSv1.2 and/or TLSv1.3)"
+            f"{inv.name}: no protocol left enabled (choose TLSv1.2 and/or TLSv1.3)"
         )
     return tuple(p for p in TLS_PROTOCOLS if p in chosen)
+
+
+def ssl_proxy_verify(inv: Invocation) -> str:
+    """``SSLProxyVerify none|require``; httpd's two other levels are refused."""
+    word = inv.args[0].lower()
+    if word in ("optional", "optional_no_ca"):
+        raise DirectiveError(
+            f"SSLProxyVerify {inv.args[0]} is not supported by proxympm: "
+            "use require (verify the backend) or none"
+        )
+    if word not in ("none", "require"):
+        raise DirectiveError(f"SSLProxyVerify: Invalid argument '{inv.args[0]}'")
+    return word
 
 
 # ---------------------------------------------------------------------------
@@ -510,16 +523,16 @@ def ssl_engine(inv: Invocation) -> bool:
 
 
 def cipher_suite(inv: Invocation) -> str:
-    """``SSLCipherSuite [SSL] spec``: the OpenSSL cipher string."""
+    """``SSLCipherSuite [SSL] spec`` (and SSLProxyCipherSuite): the OpenSSL cipher string."""
     if len(inv.args) == 2:
         protocol = inv.args[0]
         if protocol.upper() == "TLSV1.3":
             raise DirectiveError(
-                "SSLCipherSuite TLSv1.3 is not supported: Python's ssl module cannot "
+                f"{inv.name} TLSv1.3 is not supported: Python's ssl module cannot "
                 "choose TLSv1.3 cipher suites"
             )
         if protocol.upper() != "SSL":
-            raise DirectiveError(f"SSLCipherSuite: unknown protocol '{protocol}'")
+            raise DirectiveError(f"{inv.name}: unknown protocol '{protocol}'")
     return inv.args[-1]
 
 

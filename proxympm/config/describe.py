@@ -72,6 +72,18 @@ def _host_lines(host: HostConfig, indent: str) -> list[str]:
             f"{indent}TLS: on, {' '.join(tls.protocols)}, certificate {tls.certificate_file}"
             + (f", key {tls.certificate_key_file}" if tls.certificate_key_file else "")
         )
+    ptls = host.proxy_tls
+    if ptls.engine:
+        trust = ptls.ca_certificate_file or "system trust store"
+        lines.append(
+            f"{indent}TLS to backends: on, {' '.join(ptls.protocols)}, verify {ptls.verify} "
+            f"({trust}), peer name check {'on' if ptls.check_peer_name else 'off'}"
+            + (
+                f", client certificate {ptls.machine_certificate_file}"
+                if ptls.machine_certificate_file
+                else ""
+            )
+        )
     timeouts = f"Timeout {_number(host.timeout)}"
     if host.proxy_timeout is not None:
         timeouts += f", ProxyTimeout {_number(host.proxy_timeout)}"

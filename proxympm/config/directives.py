@@ -487,6 +487,81 @@ DECLARATIONS: tuple[Declaration, ...] = (
         doc="Offer TLS session tickets (RFC 5077) to clients.",
         usage="Enable or disable TLS session tickets",
     ),
+    # -- mod_ssl, proxy side (TLS to https:// backends) --------------------
+    Declaration(
+        "SSLProxyEngine", VHOST, FLAG, cv.on_off, st.proxy_tls("engine"), module="mod_ssl",
+        syntax="SSLProxyEngine on|off", default="off",
+        doc="TLS to `https://` backends of this (virtual) server. A vhost that does not set "
+        "it takes the main server's value, as every SSLProxy* directive.",
+        compat="A `ProxyPass` to an `https://` URL in a host where this is off is a "
+        "configuration error at that ProxyPass line (httpd starts, then answers 500 with "
+        "AH00961 at request time).",
+        usage="SSL switch for the proxy protocol engine ('on', 'off')",
+    ),  # fmt: skip
+    Declaration(
+        "SSLProxyVerify", VHOST, TAKE1, cv.ssl_proxy_verify, st.proxy_tls("verify"),
+        module="mod_ssl", syntax="SSLProxyVerify none|require", default="require",
+        doc="Whether the backend's certificate must be valid: `require` checks its chain "
+        "against SSLProxyCACertificateFile (else the system's trust store) and, with "
+        "SSLProxyCheckPeerName on, its name; `none` accepts any certificate and checks no "
+        "name.",
+        compat="**The default is `require`, where httpd's is `none`**: an unverified "
+        "backend connection is open to interception, so proxympm makes skipping the check "
+        "an explicit choice. `optional` and `optional_no_ca` are refused (httpd's docs say "
+        "they make no sense for backends). With `none`, SSLProxyCheckPeerName is not "
+        "applied (httpd still compares the name of the unverified certificate).",
+        usage="SSL Proxy: whether to verify the remote certificate ('on' or 'off')",
+    ),  # fmt: skip
+    Declaration(
+        "SSLProxyCACertificateFile", VHOST, TAKE1, cv.existing_file,
+        st.proxy_tls("ca_certificate_file"), module="mod_ssl",
+        syntax="SSLProxyCACertificateFile file-path", default=None,
+        doc="PEM file of the certificate authorities that backend certificates are verified "
+        "against (relative to ServerRoot; must exist and not be empty). Unset, the "
+        "system's default trust store is used.",
+        usage="SSL Proxy: file containing server certificates ('/path/to/file' - PEM "
+        "encoded)",
+    ),  # fmt: skip
+    Declaration(
+        "SSLProxyCheckPeerName", VHOST, FLAG, cv.on_off, st.proxy_tls("check_peer_name"),
+        module="mod_ssl", syntax="SSLProxyCheckPeerName on|off", default="on",
+        doc="Check that the backend certificate's subjectAltName (DNS or IP) matches the "
+        "host of the ProxyPass URL (the client's Host with ProxyPreserveHost on); a "
+        "wildcard covers one label. Applies only with SSLProxyVerify require.",
+        compat="No fallback to the certificate's CN (SSLProxyCheckPeerCN is not "
+        "supported); OpenSSL ignores the CN when a subjectAltName is present.",
+        usage="SSL Proxy: check the peer certificate's subject alternative names or CN",
+    ),  # fmt: skip
+    Declaration(
+        "SSLProxyMachineCertificateFile", VHOST, TAKE1, cv.existing_file,
+        st.proxy_tls("machine_certificate_file"), module="mod_ssl",
+        syntax="SSLProxyMachineCertificateFile file-path", default=None,
+        doc="Client certificate (mutual TLS) presented to backends that ask for one: a PEM "
+        "file holding the certificate, optionally its chain, and its unencrypted private "
+        "key (relative to ServerRoot).",
+        compat="One certificate and key per host (httpd picks among several by the "
+        "backend's CA list); encrypted keys are refused; no SSLProxyMachineCertificatePath.",
+        usage="SSL Proxy: file containing client certificates ('/path/to/file' - PEM "
+        "encoded)",
+    ),  # fmt: skip
+    Declaration(
+        "SSLProxyProtocol", VHOST, ITERATE, cv.ssl_protocols, st.proxy_tls("protocols"),
+        module="mod_ssl", syntax="SSLProxyProtocol [+|-]protocol ...", default="all -SSLv3",
+        doc="Protocols offered to backends, with SSLProtocol's syntax: `TLSv1.2`, "
+        "`TLSv1.3` or `all` (both), each optionally prefixed with `+` or `-`.",
+        compat="As SSLProtocol: SSLv3, TLSv1 and TLSv1.1 cannot be enabled.",
+        usage="SSL Proxy: enable or disable SSL protocol flavors ('[+-][TLSv1[.n]] ...' - "
+        "see manual)",
+    ),  # fmt: skip
+    Declaration(
+        "SSLProxyCipherSuite", VHOST, TAKE12, cv.cipher_suite, st.proxy_tls("cipher_suite"),
+        module="mod_ssl", syntax="SSLProxyCipherSuite [SSL] cipher-spec", default=None,
+        doc="OpenSSL cipher string for TLSv1.2 connections to backends; unset, OpenSSL's "
+        "default.",
+        compat="The `TLSv1.3` form is refused: Python cannot choose TLSv1.3 suites.",
+        usage="SSL Proxy: colon-delimited list of permitted SSL ciphers ('XXX:...:XXX' - "
+        "see manual)",
+    ),  # fmt: skip
 )  # fmt: skip
 
 _BY_NAME: dict[str, tuple[Declaration, str]] = {}

@@ -8,7 +8,8 @@ Three steps, as httpd does them:
    and arity, converted, and stored into a mutable ``Scope``;
 3. build: vhosts are merged over the main server, access-log nicknames are
    resolved, the MPM numbers are clamped as mpm_event's ``check_config`` does
-   (with its warnings), and the cross-checks run (listeners, TLS certificates).
+   (with its warnings), and the cross-checks run (listeners, TLS certificates,
+   SSLProxyEngine for https:// backends).
 
 Runs in the arbiter before anything forks; nothing here is shared afterwards.
 """
@@ -75,6 +76,7 @@ def load_config(
     )
     _check_listeners(server.listens, config_file, reader.line_counts.get(config_file, 0))
     _check_certificates(server, main, vhosts)
+    _check_proxy_tls(main, vhosts)
     settings = dict(server.settings)
     settings.update(clamp_mpm(settings, warnings))
     settings.setdefault("pid_file", os.path.join(root, DEFAULT_PID_FILE))
@@ -160,6 +162,7 @@ def _build_host(
         routes=_routes(scope, main_scope),
         reverse_rules=_reverse_rules(scope, main_scope),
         tls=dataclasses.replace(base.tls, **scope.tls),  # type: ignore[arg-type]
+        proxy_tls=dataclasses.replace(base.proxy_tls, **scope.proxy_tls),  # type: ignore[arg-type]
         custom_logs=_custom_logs(scope, main_scope, main),
         where=scope.where,
         **inherited,  # type: ignore[arg-type]
@@ -281,3 +284,34 @@ def _check_certificates(
                 file,
                 line,
             )
+
+
+def _check_proxy_tls(main: HostConfig, vhosts: tuple[VirtualHost, ...]) -> None:
+    """An ``https://`` ProxyPass needs SSLProxyEngine on in the host that uses it.
+
+    httpd starts with such a config and answers 500 (AH00961) to every request for
+    the route; proxympm refuses it at the ProxyPass line instead. A vhost inherits
+    the main server's routes (ProxyPassInherit) and its SSLProxyEngine, so an
+    inherited route is checked against the vhost's own setting.
+    """
+    hosts = [(main, "the main server")]
+    hosts += [
+        (
+            v.host,
+            f"<VirtualHost {' '.join(vhost_address(h, p) for h, p in v.addresses)}> "
+            f"at {v.host.where}",
+        )
+        for v in vhosts
+    ]
+    for host, label in hosts:
+        if host.proxy_tls.engine:
+            continue
+        for route in host.routes:
+            if route.url is not None and route.url[:8].lower() == "https://":
+                file, line = _split_where(route.where)
+                raise ConfigError(
+                    f"AH00961: ProxyPass to {route.url} needs SSLProxyEngine on in "
+                    f"{label} (httpd would answer 500 to every request for it)",
+                    file,
+                    line,
+                )

@@ -91,6 +91,27 @@ class TLSSettings:
     cipher_suite: str | None = None
     honor_cipher_order: bool = False
     session_tickets: bool = True
+    # "file:line" of the SSLEngine that turned TLS on, for messages; not part of the
+    # settings' identity.
+    where: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTLSSettings:
+    """mod_ssl proxy-side settings of one host: TLS to ``https://`` backends.
+
+    Hashable and compared by value, so that hosts with the same settings share one
+    client SSLContext per child (``proxympm.tls.ClientContexts``).
+    """
+
+    engine: bool = False  # SSLProxyEngine
+    verify: str = "require"  # SSLProxyVerify none|require (httpd's default is none)
+    ca_certificate_file: str | None = None  # None: the system's default trust store
+    check_peer_name: bool = True  # SSLProxyCheckPeerName
+    machine_certificate_file: str | None = None  # PEM client certificate (+ chain) and key
+    protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    cipher_suite: str | None = None
+    where: str = field(default="", compare=False)  # "file:line" of SSLProxyEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +135,7 @@ class HostConfig:
     limit_request_field_size: int = 8190
     limit_request_body: int = 1073741824  # 0 = unlimited
     tls: TLSSettings = field(default_factory=TLSSettings)
+    proxy_tls: ProxyTLSSettings = field(default_factory=ProxyTLSSettings)
     custom_logs: tuple[CustomLog, ...] = ()
     error_log: str | None = None
     where: str = ""

@@ -50,6 +50,7 @@ class HostScope:
     where: str
     settings: dict[str, object] = field(default_factory=dict)  # HostConfig fields
     tls: dict[str, object] = field(default_factory=dict)  # TLSSettings fields
+    proxy_tls: dict[str, object] = field(default_factory=dict)  # ProxyTLSSettings fields
     set_at: dict[str, str] = field(default_factory=dict)  # field -> "file:line"
     aliases: list[str] = field(default_factory=list)
     routes: list[ProxyRoute] = field(default_factory=list)

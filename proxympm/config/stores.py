@@ -46,6 +46,20 @@ def tls(field: str) -> Store:
     def store(scope: Scope, inv: Invocation, value: Any) -> None:
         scope.host.tls[field] = value
         scope.host.set_at[f"tls.{field}"] = inv.where
+        if field == "engine":
+            scope.host.tls["where"] = inv.where
+
+    return store
+
+
+def proxy_tls(field: str) -> Store:
+    """Set a ``ProxyTLSSettings`` field of the current host."""
+
+    def store(scope: Scope, inv: Invocation, value: Any) -> None:
+        scope.host.proxy_tls[field] = value
+        scope.host.set_at[f"proxy_tls.{field}"] = inv.where
+        if field == "engine":
+            scope.host.proxy_tls["where"] = inv.where
 
     return store
 

@@ -7,6 +7,10 @@ before every call, one extra syscall per operation on the hot path.)
 ``send_duplex`` keeps reading while it waits to write: an upstream that answers
 before it has read the whole request (an echo, an early 413) must never deadlock
 against us filling its receive window while it fills ours.
+
+For ``https://`` backends: ``handshake`` turns a connected socket into a
+non-blocking SSLSocket, and ``recv_tls``, ``send_duplex_tls``, ``still_open_tls``
+are the TLS counterparts of ``recv``, ``send_duplex`` and the pool's EOF check.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import errno
 import os
 import select
 import socket
+import ssl
 import time
 from collections.abc import Callable
 
@@ -81,3 +86,110 @@ def send_duplex(sock: socket.socket, data: bytes | memoryview, timeout: float,
         ready = wait(sock, POLLOUT | POLLIN, timeout)
         if ready & POLLIN:
             on_readable()
+
+
+# ---------------------------------------------------------------------------
+# TLS to https:// backends. A non-blocking SSLSocket signals "not now" with
+# SSLWantReadError/SSLWantWriteError, not BlockingIOError, and either direction may
+# need the other (a TLS 1.3 session ticket arrives while we wait to read; a write
+# can need a read during a key update). Decrypted bytes may also sit in the SSL
+# object (``pending()``) while the fd is not readable, so poll() is only asked
+# after OpenSSL has said it needs the network.
+
+
+def handshake(sock: socket.socket, ctx: ssl.SSLContext, server_hostname: str | None,
+              timeout: float) -> ssl.SSLSocket:
+    """Wrap a connected non-blocking ``sock`` and complete the TLS handshake within
+    ``timeout`` seconds. ``server_hostname`` is sent as SNI (not for an IP address)
+    and checked against the certificate when ``ctx.check_hostname`` is set.
+
+    Returns the SSLSocket, still non-blocking; ``sock`` is detached into it. Raises
+    ssl.SSLCertVerificationError (bad chain or name), ssl.SSLError (any other TLS
+    failure), OSError (reset), TimeoutError; on any failure the socket is closed.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        tls = ctx.wrap_socket(sock, server_side=False, do_handshake_on_connect=False,
+                              server_hostname=server_hostname or None)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                events = POLLIN
+            except ssl.SSLWantWriteError:
+                events = POLLOUT
+            wait(tls, events, max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        tls.close()
+        raise TimeoutError("TLS handshake with upstream timed out") from None
+    except BaseException:
+        tls.close()
+        raise
+
+
+def recv_tls(sock: ssl.SSLSocket, timeout: float) -> bytes:
+    """``recv`` for a non-blocking SSLSocket: decrypted bytes (b"" at EOF, with or
+    without close_notify), waiting at most ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return sock.recv(RECV_SIZE)
+        except ssl.SSLWantReadError:
+            events = POLLIN
+        except ssl.SSLWantWriteError:
+            events = POLLOUT
+        wait(sock, events, max(0.0, deadline - time.monotonic()))
+
+
+def send_duplex_tls(sock: ssl.SSLSocket, data: bytes | memoryview, timeout: float,
+                    on_readable: Callable[[], None]) -> None:
+    """``send_duplex`` for a non-blocking SSLSocket. ``on_readable`` must read with
+    ``sock.recv`` and treat SSLWantReadError/SSLWantWriteError as "nothing yet".
+
+    An SSL_write that said "want" is retried with the same buffer, as OpenSSL
+    requires; reads in between are allowed."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = sock.send(view)
+            view = view[n:]
+            continue
+        except ssl.SSLWantWriteError:
+            events = POLLOUT | POLLIN
+        except ssl.SSLWantReadError:
+            events = POLLIN
+        if sock.pending():  # already decrypted: poll() would not report it
+            on_readable()
+            continue
+        ready = wait(sock, events, timeout)
+        if ready & POLLIN:
+            on_readable()
+
+
+def still_open_tls(sock: ssl.SSLSocket) -> bool:
+    """The pool's EOF check for a TLS upstream (``pool._still_open`` for plain TCP).
+
+    Readable while idle is not enough to refuse a TLS connection: the record may
+    be a TLS 1.3 session ticket or key update, which OpenSSL consumes without
+    yielding a byte. Any application byte or EOF (close_notify or not) means the
+    connection cannot carry another request."""
+    if sock.pending():
+        return False
+    poller = select.poll()
+    poller.register(sock, POLLIN)
+    for _ in range(8):  # a few protocol records at most; more is suspect anyway
+        if not poller.poll(0):
+            return True
+        try:
+            sock.recv(RECV_SIZE)  # bytes: stray data; b"": EOF
+        except ssl.SSLWantReadError:
+            continue  # a record that carried no data: look again
+        except OSError:  # SSLWantWriteError included
+            return False
+        return False
+    return False

@@ -31,6 +31,18 @@ _VERSIONS = {
 }
 
 
+# TLSv1.2 suites of Mozilla's "intermediate" profile (ssl-config.mozilla.org, v5.7),
+# the front side's default when SSLCipherSuite is not set: OpenSSL's DEFAULT also
+# enables CBC suites that the profile rejects. (DHE suites need DH parameters,
+# which proxympm does not load, so they never appear.)
+MOZILLA_INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
+
+
 class CipherSuiteError(ValueError):
     """An SSLCipherSuite / SSLProxyCipherSuite string that selects no cipher."""
 
@@ -54,8 +66,7 @@ def build_context(tls: TLSSettings) -> ssl.SSLContext:
     if tls.certificate_file is None:
         raise ValueError("SSLEngine on without SSLCertificateFile")
     ctx.load_cert_chain(tls.certificate_file, tls.certificate_key_file, password=_no_passphrase)
-    if tls.cipher_suite:
-        _set_ciphers(ctx, tls.cipher_suite)
+    _set_ciphers(ctx, tls.cipher_suite or MOZILLA_INTERMEDIATE_CIPHERS)
     if tls.honor_cipher_order:
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     if not tls.session_tickets:

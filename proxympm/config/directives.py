@@ -471,8 +471,10 @@ DECLARATIONS: tuple[Declaration, ...] = (
     Declaration(
         "SSLCipherSuite", VHOST, TAKE12, cv.cipher_suite, st.tls("cipher_suite"),
         module="mod_ssl", syntax="SSLCipherSuite [SSL] cipher-spec", default=None,
-        doc="OpenSSL cipher string for TLSv1.2 and below; unset, OpenSSL's default.",
-        compat="The `TLSv1.3` form is refused: Python cannot choose TLSv1.3 suites.",
+        doc="OpenSSL cipher string for TLSv1.2 and below; unset, the TLSv1.2 suites of "
+        "Mozilla's intermediate profile (ECDHE with AES-GCM or ChaCha20-Poly1305).",
+        compat="The `TLSv1.3` form is refused: Python cannot choose TLSv1.3 suites. httpd's "
+        "default is OpenSSL's, which also enables CBC suites.",
         usage="Colon-delimited list of permitted SSL Ciphers ('XXX:...:XXX' - see manual)",
     ),  # fmt: skip
     Declaration(

@@ -123,8 +123,8 @@ class Child:
         self.listener.thread.start()
         gc.collect()
         gc.freeze()  # long-lived setup objects leave the collector's generations
-        self.error_log.debug("mpm", f"child {os.getpid()} serving with "
-                             f"{len(self.workers)} worker threads")
+        self.error_log.info("mpm", f"child {os.getpid()} serving with "
+                            f"{len(self.workers)} worker threads on {self.listener.poller.name}")
         while self.stop_request is None and self.listener.thread.is_alive():
             try:
                 ready, _, _ = select.select([self.pod_r, wake_r], [], [], 1.0)

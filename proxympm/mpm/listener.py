@@ -11,14 +11,14 @@ Here idle keep-alive and still-reading connections cost no thread, so only
 connections that hold or wait for a worker ("outstanding") are counted:
     accept while outstanding < ThreadsPerChild + factor * idle_workers
             and total connections < max_connections (derived from RLIMIT_NOFILE).
-When either limit is hit the listening sockets leave the epoll set (other
+When either limit is hit the listening sockets leave the poller (other
 children, or the kernel backlog, take new clients) and come back as soon as a
 worker hands a connection back.
 
 Every method here runs on the listener thread unless its docstring says
-"worker thread". Epoll registrations use EPOLLONESHOT: an event disarms the fd,
-so a connection is never reported while a worker owns it; the worker re-arms it
-when it hands the connection back (epoll_ctl is thread-safe in the kernel).
+"worker thread". Connection fds are one-shot in the poller (poller.py): an event
+disarms the fd, so a connection is never reported while a worker owns it; the
+worker re-arms it when it hands the connection back.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import os
 import queue
-import select
 import socket
 import ssl
 import threading
@@ -38,11 +37,9 @@ from proxympm.http.errors import HTTPError
 from proxympm.http.request import Limits, RequestReader
 from proxympm.http.serialize import error_response
 from proxympm.mpm.connection import Connection, State
+from proxympm.mpm.poller import READ, WRITE, Poller, SelectorPoller, make_poller
 from proxympm.mpm.timeouts import TimeoutQueue
 
-EPOLLIN = select.EPOLLIN | select.EPOLLONESHOT
-EPOLLOUT = select.EPOLLOUT | select.EPOLLONESHOT
-DISARMED = select.EPOLLONESHOT
 RECV_SIZE = 65536
 ACCEPT_BATCH = 64
 BODY_BUFFER = 65536  # request bodies up to this size are read here, before dispatch
@@ -79,10 +76,10 @@ class Listener:
         self.log_error = log_error
         self.limits_for = limits_for
         self.log = error_log
-        self.epoll = select.epoll()
+        self.poller: Poller = make_poller()
         self.conns: dict[int, Connection] = {}
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.epoll.register(self.wake_r, select.EPOLLIN)
+        self.poller.add_persistent(self.wake_r)
         self.by_fd = {s.fileno(): (s, spec, host, ctx) for s, spec, host, ctx in listeners}
         self.accepting = False
         self.accept_paused = False  # read by workers to decide whether to wake us
@@ -124,9 +121,9 @@ class Listener:
             return
         for fd in self.by_fd:
             if on:
-                self.epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+                self.poller.add_persistent(fd, exclusive=True)
             else:
-                self.epoll.unregister(fd)
+                self.poller.remove_persistent(fd)
         self.accepting = on
         self.accept_paused = not on
 
@@ -140,11 +137,13 @@ class Listener:
     # -- main loop -----------------------------------------------------------------
 
     def run(self) -> None:
-        epoll = self.epoll
+        poller = self.poller
+        if isinstance(poller, SelectorPoller):
+            poller.bind_thread()
         while True:
             timeout = self._poll_timeout()
             try:
-                events = epoll.poll(timeout)
+                events = poller.poll(timeout)
             except InterruptedError:
                 continue
             for fd, ev in events:
@@ -212,10 +211,10 @@ class Listener:
             if ctx is not None:
                 conn.sock = ctx.wrap_socket(sock, server_side=True,
                                             do_handshake_on_connect=False)
-                self.epoll.register(conn.fd, EPOLLIN)
+                self.poller.add(conn.fd, READ)
                 self.handshake_q.push(conn, time.monotonic())
                 continue
-            self.epoll.register(conn.fd, DISARMED)
+            self.poller.add(conn.fd, 0)
             self.enter_read_head(conn)
             self._read(conn)
 
@@ -242,10 +241,10 @@ class Listener:
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
-            self.epoll.modify(conn.fd, EPOLLIN)
+            self.poller.arm(conn.fd, READ)
             return
         except ssl.SSLWantWriteError:
-            self.epoll.modify(conn.fd, EPOLLOUT)
+            self.poller.arm(conn.fd, WRITE)
             return
         except (ssl.SSLError, OSError) as exc:
             self.log.info("ssl", f"AH02008: TLS handshake failed: {exc}", conn.peer)
@@ -263,10 +262,10 @@ class Listener:
         try:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, ssl.SSLWantReadError):
-            self.epoll.modify(conn.fd, EPOLLIN)
+            self.poller.arm(conn.fd, READ)
             return
         except ssl.SSLWantWriteError:
-            self.epoll.modify(conn.fd, EPOLLOUT)
+            self.poller.arm(conn.fd, WRITE)
             return
         except OSError:
             self.close(conn)
@@ -292,7 +291,7 @@ class Listener:
             if conn.request is None:
                 parsed = conn.reader.read(conn.inbuf)
                 if parsed is None:
-                    self.epoll.modify(conn.fd, EPOLLIN)
+                    self.poller.arm(conn.fd, READ)
                     return False
                 conn.request, conn.body = parsed
                 if conn.request.expect_continue and not conn.body.done and not conn.inbuf:
@@ -310,7 +309,7 @@ class Listener:
             if conn.state != State.READ_BODY:
                 conn.set_state(State.READ_BODY)
                 self.body_q.push(conn, time.monotonic())
-            self.epoll.modify(conn.fd, EPOLLIN)
+            self.poller.arm(conn.fd, READ)
             return False
         except HTTPError as exc:
             self.reject(conn, exc)
@@ -346,7 +345,7 @@ class Listener:
             conn.set_state(State.WRITE_COMPLETION)
             q = self.write_qs.get(conn.host_cfg.timeout) or self.write_qs[self.config.main.timeout]
             q.push(conn, time.monotonic())
-            self.epoll.modify(conn.fd, EPOLLOUT)
+            self.poller.arm(conn.fd, WRITE)
             return False
         if then_close:
             self.linger(conn)
@@ -360,7 +359,7 @@ class Listener:
             self.close(conn)
             return
         if conn.out:
-            self.epoll.modify(conn.fd, EPOLLOUT)
+            self.poller.arm(conn.fd, WRITE)
             return
         if conn.requests < 0:
             self.linger(conn)
@@ -378,7 +377,7 @@ class Listener:
             return False
         if conn.has_buffered_input():
             self.enter_read_head(conn)
-            if not conn.inbuf:  # decrypted TLS bytes: epoll would never report them
+            if not conn.inbuf:  # decrypted TLS bytes: the poller would never report them
                 try:
                     conn.inbuf += conn.sock.recv(RECV_SIZE)
                 except OSError:
@@ -390,7 +389,7 @@ class Listener:
         if q is None:
             q = self.ka_qs[self.config.main.keepalive_timeout]
         q.push(conn, time.monotonic())
-        self.epoll.modify(conn.fd, EPOLLIN)
+        self.poller.arm(conn.fd, READ)
         return False
 
     def linger(self, conn: Connection) -> None:
@@ -404,14 +403,14 @@ class Listener:
             return
         conn.set_state(State.LINGER)
         self.linger_q.push(conn, time.monotonic())
-        self.epoll.modify(conn.fd, EPOLLIN)
+        self.poller.arm(conn.fd, READ)
 
     def _linger_read(self, conn: Connection) -> None:
         try:
             while conn.sock.recv(RECV_SIZE):
                 pass
         except BlockingIOError:
-            self.epoll.modify(conn.fd, EPOLLIN)
+            self.poller.arm(conn.fd, READ)
             return
         except OSError:
             pass

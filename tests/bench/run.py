@@ -409,7 +409,8 @@ def make_targets(args: argparse.Namespace) -> list[Target]:
     pm_env = dict(os.environ)
     pm_env["PYTHONPATH"] = str(REPO) + os.pathsep + pm_env.get("PYTHONPATH", "")
     nginx_ok = None if shutil.which("nginx") else "nginx not installed"
-    apache_ok = None if apache_binary() and apache_modules() else "apache2/httpd (mod_proxy_http) not installed"
+    apache_ok = (None if apache_binary() and apache_modules()
+                 else "apache2/httpd (mod_proxy_http) not installed")
     haproxy_ok = None if shutil.which("haproxy") else "haproxy not installed"
     targets = [
         Target("proxympm", None, pm_builder, args.threads, env=pm_env),
@@ -628,7 +629,8 @@ def report(results: list[dict], targets: list[str], scenarios: list[str], args) 
     L.append(head)
     L.append("|" + "---|" * (2 + len(targets) + len(pm) * len(anchors)))
     for sc in scenarios:
-        metrics = [("rps", "req/s", "{:.0f}", False), ("cpu_us_per_req", "CPU us/req", "{:.1f}", True),
+        metrics = [("rps", "req/s", "{:.0f}", False),
+                   ("cpu_us_per_req", "CPU us/req", "{:.1f}", True),
                    ("p99_ms", "p99 ms", "{:.1f}", True)]
         if sc == "idle":
             metrics.insert(0, ("kib_per_conn", f"KiB/idle conn ({args.idle})", "{:.2f}", True))
@@ -657,7 +659,8 @@ def report(results: list[dict], targets: list[str], scenarios: list[str], args) 
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-t", "--targets", default="proxympm,nginx,apache,haproxy",
                     help="comma list among proxympm,nginx,apache,haproxy (+ variants)")
     ap.add_argument("-s", "--scenarios", default="small,64k,idle",
@@ -717,7 +720,8 @@ def main() -> int:
         args.backend_kind = "nginx (return 200 / sendfile)"
         bargv = backend_nginx(bwork, bport, args.workers)
     else:
-        args.backend_kind = "bundled asyncio backend (slow: numbers are NOT comparable to nginx-backed runs)"
+        args.backend_kind = ("bundled asyncio backend (slow: numbers are NOT comparable "
+                             "to nginx-backed runs)")
         bargv = backend_python(bwork, bport)
     for p in bwork.rglob("*"):
         os.chmod(p, 0o755 if p.is_dir() else 0o644)

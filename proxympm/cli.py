@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(config))
         if not args.test:
             return 0
+    from proxympm.tls import validate_tls
+
+    tls_errors = validate_tls(config)
+    if tls_errors:
+        for line in tls_errors:
+            print(line, file=sys.stderr)
+        return 1
     if args.test:
         print("Syntax OK", file=sys.stderr)
         return 0

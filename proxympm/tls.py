@@ -322,3 +322,24 @@ def _check_https_listeners(config: ServerConfig) -> list[str]:
                 "virtual host on this address has SSLEngine on"
             )
     return errors
+
+
+# ---------------------------------------------------------------------------
+# Loading a configuration's TLS material once, in the arbiter, before forking
+
+
+class TLSMaterial:
+    """Every SSLContext of one configuration generation, built by the arbiter before
+    it forks (as httpd loads certificates in the parent): children of a generation
+    all serve the certificates that were checked, even if the files change later."""
+
+    __slots__ = ("listeners", "client")
+
+    def __init__(self, config: ServerConfig, hosts: HostTable) -> None:
+        front = ServerTLS(hosts) if any(h.tls.engine for h in config.all_hosts()) else None
+        self.listeners: dict[tuple[str, int], ssl.SSLContext | None] = {}
+        for spec in config.listens:
+            if spec.protocol == "https" and front is not None:
+                ip = spec.host or "0.0.0.0"
+                self.listeners[(spec.host, spec.port)] = front.context_for_listener(ip, spec.port)
+        self.client = ClientContexts(config.all_hosts())

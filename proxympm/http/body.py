@@ -91,14 +91,15 @@ class ChunkedBody(BodyDecoder):
     """Strict RFC 9112 7.1 chunked decoding. Trailers are read, checked and dropped:
     they are never merged into the header section."""
 
-    __slots__ = ("state", "chunk_left", "trailer_bytes", "err_status")
+    __slots__ = ("state", "chunk_left", "trailer_bytes", "err_status", "limit")
 
-    def __init__(self, err_status: int = 400) -> None:
+    def __init__(self, err_status: int = 400, limit: int = 0) -> None:
         super().__init__()
         self.state = _SIZE
         self.chunk_left = 0
         self.trailer_bytes = 0
         self.err_status = err_status
+        self.limit = limit  # LimitRequestBody for decoded bytes; 0 = none
 
     def _fail(self, detail: str) -> HTTPError:
         return HTTPError(self.err_status, detail)
@@ -124,6 +125,8 @@ class ChunkedBody(BodyDecoder):
                 if m is None:
                     raise self._fail("invalid chunk size line")
                 size = int(m.group("size"), 16)  # validated as 1-16 HEXDIG above
+                if self.limit and self.received + size > self.limit:
+                    raise HTTPError(413, "chunked request body larger than LimitRequestBody")
                 del buf[: end + 1]
                 if size:
                     self.chunk_left = size

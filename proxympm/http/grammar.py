@@ -58,6 +58,7 @@ ABSOLUTE_FORM = re.compile(
 )
 
 OWS = b" \t"
+BARE_LF = re.compile(rb"(?<!\r)\n")
 
 HTTP_11 = b"1.1"
 HTTP_10 = b"1.0"

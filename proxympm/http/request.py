@@ -299,7 +299,7 @@ class RequestReader:
 
     def _body_for(self, req: Request) -> BodyDecoder:
         if req.chunked:
-            return ChunkedBody(400)
+            return ChunkedBody(400, self.limits.body)
         if req.content_length:
             limit = self.limits.body
             if limit and req.content_length > limit:

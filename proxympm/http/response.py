@@ -11,7 +11,7 @@ import httptools
 
 from proxympm.http.body import BodyDecoder, ChunkedBody, LengthBody, NoBody, UntilCloseBody
 from proxympm.http.errors import HTTPError
-from proxympm.http.grammar import CONTENT_LENGTH, OWS, STATUS_LINE
+from proxympm.http.grammar import BARE_LF, CONTENT_LENGTH, OWS, STATUS_LINE
 from proxympm.http.request import Headers
 
 MAX_RESPONSE_HEAD = 65536
@@ -50,6 +50,8 @@ def read_response_head(buf: bytearray) -> Response | None:
     """Consume one response head from the front of ``buf``, or return None."""
     end = buf.find(b"\r\n\r\n")
     if end < 0:
+        if BARE_LF.search(buf):
+            raise HTTPError(502, "bare LF in upstream response head")
         if len(buf) > MAX_RESPONSE_HEAD:
             raise HTTPError(502, "upstream response head too large")
         if not b"HTTP/".startswith(buf[:5]):

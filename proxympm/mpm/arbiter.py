@@ -20,6 +20,21 @@ from dataclasses import dataclass
 from proxympm.config.model import Listen, ServerConfig
 from proxympm.log import ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm.child import run_child
+from proxympm.proxy.routing import HostTable
+from proxympm.tls import TLSMaterial, validate_tls
+
+
+class ConfigRefused(Exception):
+    """The new configuration cannot be served (its TLS material does not load)."""
+
+
+def prepare(config: ServerConfig) -> tuple[HostTable, TLSMaterial]:
+    """Everything a generation of children shares, built before forking."""
+    errors = validate_tls(config)
+    if errors:
+        raise ConfigRefused("\n".join(errors))
+    hosts = HostTable(config.main, config.vhosts)
+    return hosts, TLSMaterial(config, hosts)
 
 CRASH_WINDOW = 2.0  # a child that dies sooner than this after start counts as a crash
 MAX_BACKOFF = 30.0
@@ -59,6 +74,7 @@ class Arbiter:
     def __init__(self, config: ServerConfig, config_path: str, defines: list[str],
                  server_root: str | None) -> None:
         self.config = config
+        self.hosts, self.tls = prepare(config)
         self.config_path = config_path
         self.defines = defines
         self.server_root = server_root
@@ -111,7 +127,7 @@ class Arbiter:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                         signal.SIGWINCH, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
-            run_child(self.config, list(self.sockets.values()), pod_r)
+            run_child(self.config, self.hosts, self.tls, list(self.sockets.values()), pod_r)
         os.close(pod_r)
         os.set_inheritable(pod_w, False)
         self.children[pid] = ChildProc(pid, self.generation, slot, time.monotonic(), pod_w)
@@ -205,14 +221,15 @@ class Arbiter:
 
         try:
             config = load_config(self.config_path, self.defines, self.server_root)
+            hosts, tls = prepare(config)
             self._sync_listeners(config)
-        except (ConfigError, OSError) as exc:
+        except (ConfigError, ConfigRefused, OSError) as exc:
             self.log.error("mpm", f"AH00526: new configuration refused, keeping the old "
                            f"one: {exc}".replace("\n", " "))
             return False
         for w in config.warnings:
             self.log.warn("core", w)
-        self.config = config
+        self.config, self.hosts, self.tls = config, hosts, tls
         self.log.reopen()
         return True
 

@@ -27,16 +27,17 @@ from proxympm.proxy.exchange import Exchange
 from proxympm.proxy.pool import Pool
 from proxympm.proxy.resolver import Resolver
 from proxympm.proxy.routing import HostTable, Router
-from proxympm.tls import ServerTLS
+from proxympm.tls import TLSMaterial
 
 ChildSockets = list[tuple[socket.socket, Listen]]
 
 
-def run_child(config: ServerConfig, sockets: ChildSockets, pod_r: int) -> None:
+def run_child(config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
+              sockets: ChildSockets, pod_r: int) -> None:
     """Entry point right after fork(). Never returns: exits the process."""
     code = 0
     try:
-        Child(config, sockets, pod_r).run()
+        Child(config, hosts, tls, sockets, pod_r).run()
     except BaseException:  # noqa: BLE001 - report and exit, never fall back into the arbiter
         import traceback
 
@@ -47,15 +48,16 @@ def run_child(config: ServerConfig, sockets: ChildSockets, pod_r: int) -> None:
 
 
 class Child:
-    def __init__(self, config: ServerConfig, sockets: ChildSockets, pod_r: int) -> None:
+    def __init__(self, config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
+                 sockets: ChildSockets, pod_r: int) -> None:
         self.config = config
         self.pod_r = pod_r
         self.stop_request: str | None = None  # "graceful" or "now"
         self.error_log: ErrorLog = setup_error_log(config.error_log,
                                                    *parse_log_level(config.log_level))
-        self.hosts = HostTable(config.main, config.vhosts)
-        hosts = config.all_hosts()
-        self.routers = {id(h): Router(h.routes) for h in hosts}
+        self.hosts = hosts
+        all_hosts = config.all_hosts()
+        self.routers = {id(h): Router(h.routes) for h in all_hosts}
         self.access_logs = self._open_access_logs()
         resolver = Resolver()
         resolver.resolve_all(
@@ -64,20 +66,17 @@ class Child:
         )
         for name, why in resolver.failures.items():
             self.error_log.error("proxy", f"AH00898: DNS lookup failure for: {name} ({why})")
-        self.tls = ServerTLS(self.hosts) if any(h.tls.engine for h in hosts) else None
         limits = {id(h): Limits(h.limit_request_line, h.limit_request_fields,
                                 h.limit_request_field_size, h.limit_request_body)
-                  for h in hosts}
+                  for h in all_hosts}
         self.work_queue: queue.SimpleQueue = queue.SimpleQueue()
         listeners = []
         for sock, spec in sockets:
             ip = spec.host or "0.0.0.0"
             default_host = self.hosts.default(ip, spec.port)
-            ctx = None
-            if spec.protocol == "https":
-                ctx = self.tls.context_for_listener(ip, spec.port) if self.tls else None
-                if ctx is None:
-                    raise RuntimeError(f"Listen {spec.port} https has no TLS virtual host")
+            ctx = tls.listeners.get((spec.host, spec.port))
+            if spec.protocol == "https" and ctx is None:
+                raise RuntimeError(f"Listen {spec.port} https has no TLS virtual host")
             listeners.append((sock, spec, default_host, ctx))
         self.workers: list[Worker] = []
         self.listener = Listener(
@@ -89,7 +88,7 @@ class Child:
             error_log=self.error_log,
         )
         server_name = (config.main.server_name or socket.gethostname()).encode("ascii", "replace")
-        self.exchange = Exchange(Pool(), resolver, self.error_log, server_name)
+        self.exchange = Exchange(Pool(), resolver, self.error_log, server_name, tls.client)
         self.workers.extend(
             Worker(i, self.work_queue, self.listener, self.exchange, self.hosts, self.routers,
                    self.access_logs, self.error_log)

@@ -95,11 +95,14 @@ class Worker:
         if conn.sni_host is not None and host is not conn.sni_host:
             out = Outcome(error=421)
         else:
-            match = self.routers[id(host)].match(req.path)
+            asterisk = req.path == b"*"  # OPTIONS * goes to whoever serves "/"
+            match = self.routers[id(host)].match(b"/" if asterisk else req.path)
             if match is None or match[0].target is None:
                 out = Outcome(error=404)
             else:
                 route, upstream_path = match
+                if asterisk:
+                    upstream_path = b"*"
                 assert route.target is not None
                 out = self.exchange.forward(
                     conn, conn.peer, req, body, conn.body_parts, host, route.target,

@@ -17,6 +17,7 @@ the BackendState error flag (a float written whole, read without a lock).
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,7 +33,8 @@ from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.pool import BackendState, Pool, Upstream
 from proxympm.proxy.relay import RelayError, ResponseRelay
 from proxympm.proxy.resolver import Resolver
-from proxympm.proxy.routing import Target
+from proxympm.proxy.routing import Target, strip_port
+from proxympm.tls import ClientContexts
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 RECV_SIZE = 65536
@@ -95,6 +97,10 @@ def classify(exc: UpstreamFailure, reused: bool, replayable: bool) -> Decision:
     if exc.phase == "connect":
         # mod_proxy: refused or connect timeout is 503 and the worker goes in error.
         return Decision(503, True, False)
+    if exc.phase == "tls":
+        # A handshake or verification failure is a misconfiguration, not an outage:
+        # 502 (mod_ssl's answer for a failed peer check), backend not put in error.
+        return Decision(502, False, False)
     if exc.phase == "send":
         if reused and replayable:
             return Decision(502, False, True)
@@ -111,14 +117,15 @@ def classify(exc: UpstreamFailure, reused: bool, replayable: bool) -> Decision:
 class Exchange:
     """Per-child upstream machinery shared by all workers."""
 
-    __slots__ = ("pool", "resolver", "log", "server_name")
+    __slots__ = ("pool", "resolver", "log", "server_name", "tls")
 
     def __init__(self, pool: Pool, resolver: Resolver, log: ErrorLogger,
-                 server_name: bytes) -> None:
+                 server_name: bytes, tls: ClientContexts) -> None:
         self.pool = pool
         self.resolver = resolver
         self.log = log
         self.server_name = server_name
+        self.tls = tls
 
     # -- the request ---------------------------------------------------------------
 
@@ -127,7 +134,15 @@ class Exchange:
                 target: Target, params: WorkerParams, upstream_path: bytes,
                 client_keepalive: bool) -> Outcome:
         out = Outcome(backend=target.name, client_keepalive=client_keepalive)
-        state = self.pool.backend(target)
+        ctx: ssl.SSLContext | None = None
+        sni = ""
+        if target.scheme == "https":
+            ctx = self.tls.for_host(host_cfg)
+            # mod_proxy: SNI is the client's Host under ProxyPreserveHost, else the
+            # backend's name; a pooled TLS connection only serves the same identity.
+            sni = (strip_port(req.host).decode("ascii", "replace")
+                   if host_cfg.preserve_host and req.host else target.host)
+        state = self.pool.backend(target, f"{sni}|{id(ctx)}" if ctx is not None else "")
         now = time.monotonic()
         if state.failed_until > now:
             self.log.error("proxy", f"AH00940: HTTP: disabled connection for ({target.name})",
@@ -153,8 +168,8 @@ class Exchange:
                     up = self.pool.take_idle(state, params.ttl)
                 reused = up is not None
                 if up is None:
-                    up = self._connect(target, params, timeout)
-                flow.up = up
+                    up = self._connect(target, params, timeout, ctx, sni)
+                flow.attach(up)
                 flow.send(head, body, body_parts, buffered, timeout)
                 if flow.relay is None:
                     flow.read_head(timeout)
@@ -201,7 +216,8 @@ class Exchange:
 
     # -- phases --------------------------------------------------------------------
 
-    def _connect(self, target: Target, params: WorkerParams, timeout: float) -> Upstream:
+    def _connect(self, target: Target, params: WorkerParams, timeout: float,
+                 ctx: ssl.SSLContext | None, sni: str) -> Upstream:
         ctimeout = params.connectiontimeout or timeout
         addrs = self.resolver.addresses(target.host, target.port)
         if not addrs:
@@ -218,6 +234,17 @@ class Exchange:
                 continue
             if params.keepalive:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if ctx is not None:
+                try:
+                    sock = upstream.handshake(sock, ctx, sni, ctimeout)
+                except ssl.SSLCertVerificationError as exc:
+                    raise UpstreamFailure("tls", f"certificate verification failed for "
+                                          f"{sni}: {exc.verify_message}") from None
+                except (ssl.SSLError, OSError) as exc:
+                    raise UpstreamFailure("tls", f"SSL handshake failed: {exc}") from None
+                except TimeoutError:
+                    raise UpstreamFailure("connect", "TLS handshake timed out",
+                                          timeout=True) from None
             return Upstream(sock, target)
         raise UpstreamFailure("connect", last, refused=True)
 
@@ -230,6 +257,9 @@ class Exchange:
         if exc.phase == "connect":
             self.log.error("proxy", f"AH01114: HTTP: failed to make connection to backend: "
                            f"{target.name} ({exc.reason})", peer)
+        elif exc.phase == "tls":
+            self.log.error("proxy", f"AH01084: error during SSL handshake with remote server "
+                           f"{target.name}: {exc.reason}", peer)
         elif exc.timeout:
             self.log.error("proxy", f"AH01102: timeout reading status line from {target.name}",
                            peer)
@@ -242,7 +272,8 @@ class _Flow:
     """One attempt of one request on one upstream connection (worker thread only)."""
 
     __slots__ = ("ex", "client", "req", "host_cfg", "keepalive", "up", "buf", "relay",
-                 "relay_resp", "upload_complete", "upstream_closed")
+                 "relay_resp", "upload_complete", "upstream_closed", "recv",
+                 "send_duplex")
 
     def __init__(self, ex: Exchange, client: ClientSide, req: Request, host_cfg: HostConfig,
                  keepalive: bool) -> None:
@@ -257,6 +288,14 @@ class _Flow:
         self.relay_resp: Response | None = None
         self.upload_complete = False
         self.upstream_closed = False
+        self.recv = upstream.recv
+        self.send_duplex = upstream.send_duplex
+
+    def attach(self, up: Upstream) -> None:
+        self.up = up
+        if isinstance(up.sock, ssl.SSLSocket):
+            self.recv = upstream.recv_tls
+            self.send_duplex = upstream.send_duplex_tls
 
     # SEND ---------------------------------------------------------------------------
 
@@ -267,24 +306,24 @@ class _Flow:
         try:
             if buffered:
                 data = head + b"".join(body_parts) if body_parts else head
-                upstream.send_duplex(sock, data, timeout, self._early)
+                self.send_duplex(sock, data, timeout, self._early)
             else:  # a large body, streamed from the client as it arrives
                 chunked = self.req.content_length is None
                 frame = _chunk if chunked else bytes
-                upstream.send_duplex(sock, head + b"".join(map(frame, body_parts)), timeout,
+                self.send_duplex(sock, head + b"".join(map(frame, body_parts)), timeout,
                                      self._early)
                 body_parts.clear()
                 inbuf = self.client.inbuf
                 while True:
                     data = body.feed(inbuf)  # a partial chunk line stays in inbuf
                     if data:
-                        upstream.send_duplex(sock, frame(data), timeout, self._early)
+                        self.send_duplex(sock, frame(data), timeout, self._early)
                     if body.done:
                         break
                     if not self.client.recv_more(timeout):
                         body.eof()
                 if chunked:
-                    upstream.send_duplex(sock, b"0\r\n\r\n", timeout, self._early)
+                    self.send_duplex(sock, b"0\r\n\r\n", timeout, self._early)
             self.upload_complete = True
         except _StopSending:
             return  # the upstream answered and stopped reading: relay that answer
@@ -304,8 +343,8 @@ class _Flow:
         assert self.up is not None
         try:
             data = self.up.sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            return
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return  # nothing yet (for TLS: a record without application data)
         except OSError as exc:
             if self.relay is not None:
                 raise _StopSending from None
@@ -347,7 +386,7 @@ class _Flow:
             if self.relay is not None:
                 return
             try:
-                data = upstream.recv(self.up.sock, timeout)
+                data = self.recv(self.up.sock, timeout)
             except TimeoutError:
                 raise UpstreamFailure("read_head", "timed out reading the response head",
                                       timeout=True) from None
@@ -370,7 +409,7 @@ class _Flow:
             relay.pump(self.buf)
             while not relay.done:
                 try:
-                    data = upstream.recv(up.sock, timeout)
+                    data = self.recv(up.sock, timeout)
                 except TimeoutError:
                     raise RelayError("timed out reading the response body") from None
                 except OSError as exc:

@@ -63,6 +63,8 @@ def upstream_request_head(
             continue
         if lname == b"via" and via == "block":
             continue
+        if lname == b"x-forwarded-proto" and host_cfg.add_headers:
+            continue  # only we know the scheme the client used; never pass a claim on
         out.append(b"%s: %s\r\n" % (name, value))
     if host_cfg.add_headers:
         ip = client_ip.encode("ascii")

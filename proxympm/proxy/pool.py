@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 
 from proxympm.proxy.routing import Target
+from proxympm.proxy.upstream import still_open_tls
 
 # Without a ttl, a pooled connection idle longer than this is not trusted; kept
 # under common app-server keep-alive timeouts would be too short for a default
@@ -55,11 +57,14 @@ class Pool:
         self._backends: dict[str, BackendState] = {}
         self._lock = threading.Lock()
 
-    def backend(self, target: Target) -> BackendState:
-        state = self._backends.get(target.name)
+    def backend(self, target: Target, variant: str = "") -> BackendState:
+        """The state of one backend origin; ``variant`` separates connections that
+        may not serve each other's requests (TLS: SNI and client context)."""
+        key = f"{target.name}|{variant}" if variant else target.name
+        state = self._backends.get(key)
         if state is None:
             with self._lock:
-                state = self._backends.setdefault(target.name, BackendState(target))
+                state = self._backends.setdefault(key, BackendState(target))
         return state
 
     def take_idle(self, state: BackendState, ttl: float | None) -> Upstream | None:
@@ -71,7 +76,10 @@ class Pool:
                 if not state.idle:
                     return None
                 up = state.idle.pop()
-            if now - up.idle_since < limit and _still_open(up.sock):
+            sock = up.sock
+            alive = (still_open_tls(sock) if isinstance(sock, ssl.SSLSocket)
+                     else _still_open(sock))
+            if now - up.idle_since < limit and alive:
                 return up
             up.sock.close()
 

@@ -145,7 +145,7 @@ class HostTable:
         if not hosts:
             return self.main
         if host:
-            name = _strip_port(host).decode("ascii", "replace").lower()
+            name = strip_port(host).decode("ascii", "replace").lower()
             for h in hosts:
                 if name_matches(h, name):
                     return h
@@ -155,12 +155,12 @@ class HostTable:
 def name_matches(host: HostConfig, name: str) -> bool:
     from fnmatch import fnmatchcase
 
-    if host.server_name and _strip_port(host.server_name.encode()).decode().lower() == name:
+    if host.server_name and strip_port(host.server_name.encode()).decode().lower() == name:
         return True
     return any(fnmatchcase(name, alias.lower()) for alias in host.server_aliases)
 
 
-def _strip_port(host: bytes) -> bytes:
+def strip_port(host: bytes) -> bytes:
     if host.startswith(b"["):
         end = host.find(b"]")
         return host[1:end] if end > 0 else host

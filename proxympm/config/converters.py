@@ -550,3 +550,27 @@ def location(inv: Invocation) -> str:
     if len(inv.args) > 1:
         raise DirectiveError("<Location> takes one argument")
     return inv.args[0]
+
+
+_STAGE = re.compile(r"(?i)(handshake|header|body)=(\d+)(?:-(\d+))?(?:,minrate=(\d+))?")
+
+
+def request_read_timeout(inv: Invocation) -> dict[str, tuple[float, float, int]]:
+    """mod_reqtimeout: ``stage=timeout[-maxtimeout][,MinRate=rate]`` words."""
+    if not inv.args:
+        raise DirectiveError("RequestReadTimeout requires at least one argument")
+    stages: dict[str, tuple[float, float, int]] = {}
+    for word in inv.args:
+        m = _STAGE.fullmatch(word)
+        if m is None:
+            raise DirectiveError(f"RequestReadTimeout: invalid argument '{word}' (expected "
+                                 "handshake|header|body=timeout[-maxtimeout][,MinRate=rate])")
+        stage, low, high, rate = m.group(1).lower(), int(m.group(2)), m.group(3), m.group(4)
+        top = int(high) if high else 0
+        if high and top <= low:
+            raise DirectiveError("RequestReadTimeout: maximum timeout must be larger than "
+                                 "initial timeout")
+        if high and not rate:
+            rate = "500"  # mod_reqtimeout: a range without MinRate uses the default rate
+        stages[stage] = (float(low), float(top), int(rate or 0))
+    return stages

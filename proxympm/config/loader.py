@@ -48,6 +48,7 @@ _INHERITED = (
     "server_name", "preserve_host", "add_headers", "via", "proxy_timeout", "timeout",
     "keepalive", "keepalive_timeout", "max_keepalive_requests", "limit_request_line",
     "limit_request_fields", "limit_request_field_size", "limit_request_body", "error_log",
+    "read_timeout",
 )  # fmt: skip
 
 

@@ -115,6 +115,28 @@ class ProxyTLSSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadStage:
+    """One stage of mod_reqtimeout: ``timeout[-max][,MinRate=rate]``.
+
+    ``timeout`` 0 disables the stage. The deadline starts at ``timeout`` and moves
+    out by one second per ``min_rate`` bytes received, up to ``max`` (0: no cap).
+    """
+
+    timeout: float = 0.0
+    max: float = 0.0
+    min_rate: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTimeouts:
+    """``RequestReadTimeout``, with mod_reqtimeout's defaults."""
+
+    handshake: ReadStage = field(default_factory=ReadStage)
+    header: ReadStage = field(default_factory=lambda: ReadStage(20.0, 40.0, 500))
+    body: ReadStage = field(default_factory=lambda: ReadStage(20.0, 0.0, 500))
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     """Everything that may differ per virtual host. The main server is one too."""
 
@@ -134,6 +156,7 @@ class HostConfig:
     limit_request_fields: int = 100  # 0 = unlimited
     limit_request_field_size: int = 8190
     limit_request_body: int = 1073741824  # 0 = unlimited
+    read_timeout: ReadTimeouts = field(default_factory=ReadTimeouts)
     tls: TLSSettings = field(default_factory=TLSSettings)
     proxy_tls: ProxyTLSSettings = field(default_factory=ProxyTLSSettings)
     custom_logs: tuple[CustomLog, ...] = ()
@@ -173,6 +196,7 @@ class ServerConfig:
     max_spare_threads: int = 250
     max_connections_per_child: int = 0
     async_request_worker_factor: float = 2.0
+    cpu_affinity: bool = True  # ChildCPUAffinity: child slot i runs on CPU i mod n
     graceful_shutdown_timeout: float = 0.0
     error_log: str = "logs/error_log"
     log_level: str = "warn"

@@ -6,11 +6,13 @@ store returns the scope its children are read in.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from proxympm.config.converters import Invocation
 from proxympm.config.declaration import Store
 from proxympm.config.errors import DirectiveError
+from proxympm.config.model import ReadStage, ReadTimeouts
 from proxympm.config.scope import (
     Context,
     HostScope,
@@ -161,3 +163,11 @@ def location(scope: Scope, inv: Invocation, value: Any) -> Scope:
     section = LocationScope(path=value, where=inv.where)
     scope.host.locations.append(section)
     return Scope(scope.server, scope.host, Context.LOCATION, section)
+
+
+def read_timeout(scope: Scope, inv: Invocation, value: Any) -> None:
+    """RequestReadTimeout: the stages named replace those of the current value."""
+    current = scope.host.settings.get("read_timeout") or ReadTimeouts()
+    changes = {name: ReadStage(*stage) for name, stage in value.items()}
+    scope.host.settings["read_timeout"] = dataclasses.replace(current, **changes)
+    scope.host.set_at["read_timeout"] = inv.where

@@ -19,7 +19,7 @@ import ssl
 import time
 from enum import IntEnum
 
-from proxympm.config.model import HostConfig
+from proxympm.config.model import HostConfig, ReadStage
 from proxympm.http.body import BodyDecoder
 from proxympm.http.request import Request, RequestReader
 
@@ -43,7 +43,7 @@ class Connection:
     __slots__ = (
         "sock", "fd", "peer", "local", "tls", "state", "epoch", "inbuf", "reader",
         "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
-        "head_started", "listen_host", "bytes_in",
+        "listen_host", "bytes_in", "read_deadline", "stage_start", "stage_bytes", "stage",
     )
 
     def __init__(self, sock: socket.socket, peer: tuple[str, int], local: tuple[str, int],
@@ -64,9 +64,13 @@ class Connection:
         self.requests = 0  # requests served on this connection
         self.host_cfg = host_cfg  # the host that owns this listener address (or SNI)
         self.sni_host: HostConfig | None = None
-        self.head_started = 0.0
         self.listen_host = host_cfg
         self.bytes_in = 0
+        # The current RequestReadTimeout stage (listener-owned while reading).
+        self.read_deadline = 0.0
+        self.stage_start = 0.0
+        self.stage_bytes = 0
+        self.stage: ReadStage | None = None
 
     def set_state(self, state: State) -> int:
         self.state = state
@@ -137,6 +141,25 @@ class Connection:
         poller.register(self.fd, events)
         if not poller.poll(left * 1000):
             raise ClientGone("timed out")
+
+    def start_stage(self, stage: ReadStage, now: float) -> None:
+        """Enter a mod_reqtimeout stage (head or body) as of ``now``."""
+        self.stage = stage
+        self.stage_start = now
+        self.stage_bytes = self.bytes_in
+        self.read_deadline = now + stage.timeout
+
+    def extend_deadline(self) -> None:
+        """MinRate: one more second per ``min_rate`` bytes, up to the stage's max."""
+        stage = self.stage
+        if stage is None or not stage.min_rate:
+            return
+        deadline = self.stage_start + stage.timeout + (
+            self.bytes_in - self.stage_bytes) / stage.min_rate
+        if stage.max:
+            deadline = min(deadline, self.stage_start + stage.max)
+        if deadline > self.read_deadline:
+            self.read_deadline = deadline
 
     def has_buffered_input(self) -> bool:
         """Bytes already here for a next (pipelined) request, parsed or decrypted."""

@@ -38,13 +38,11 @@ from proxympm.http.request import Limits, RequestReader
 from proxympm.http.serialize import error_response
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.poller import READ, WRITE, Poller, SelectorPoller, make_poller
-from proxympm.mpm.timeouts import TimeoutQueue
+from proxympm.mpm.timeouts import DeadlineHeap, TimeoutQueue
 
 RECV_SIZE = 65536
 ACCEPT_BATCH = 64
 BODY_BUFFER = 65536  # request bodies up to this size are read here, before dispatch
-HEADER_TIMEOUT = 20.0  # mod_reqtimeout's default header=20
-HANDSHAKE_TIMEOUT = 10.0
 LINGER_TIMEOUT = 2.0  # httpd's SECONDS_TO_LINGER
 FD_RESERVE = 64
 
@@ -91,9 +89,8 @@ class Listener:
         self.tpc = config.threads_per_child
         self.factor = config.async_request_worker_factor
         self.thread = threading.Thread(target=self.run, name="listener", daemon=True)
-        self.head_q = TimeoutQueue(HEADER_TIMEOUT, State.READ_HEAD)
-        self.body_q = TimeoutQueue(HEADER_TIMEOUT, State.READ_BODY)
-        self.handshake_q = TimeoutQueue(HANDSHAKE_TIMEOUT, State.HANDSHAKE)
+        # RequestReadTimeout: handshake, head and body deadlines (they move with MinRate).
+        self.reading = DeadlineHeap((State.HANDSHAKE, State.READ_HEAD, State.READ_BODY))
         self.linger_q = TimeoutQueue(LINGER_TIMEOUT, State.LINGER)
         self.ka_qs: dict[float, TimeoutQueue] = {}
         self.write_qs: dict[float, TimeoutQueue] = {}
@@ -167,14 +164,14 @@ class Listener:
 
     def _poll_timeout(self) -> float:
         deadlines = [q.next_deadline() for q in self._queues()]
+        deadlines.append(self.reading.next_deadline())
         nearest = min((d for d in deadlines if d is not None), default=None)
         if nearest is None:
             return 1.0
         return min(1.0, max(0.0, nearest - time.monotonic() + 0.01))
 
     def _queues(self) -> list[TimeoutQueue]:
-        return [self.head_q, self.body_q, self.handshake_q, self.linger_q,
-                *self.ka_qs.values(), *self.write_qs.values()]
+        return [self.linger_q, *self.ka_qs.values(), *self.write_qs.values()]
 
     # -- accept --------------------------------------------------------------------
 
@@ -212,7 +209,10 @@ class Listener:
                 conn.sock = ctx.wrap_socket(sock, server_side=True,
                                             do_handshake_on_connect=False)
                 self.poller.add(conn.fd, READ)
-                self.handshake_q.push(conn, time.monotonic())
+                stage = host.read_timeout.handshake
+                conn.stage = None
+                conn.read_deadline = time.monotonic() + (stage.timeout or host.timeout)
+                self.reading.push(conn)
                 continue
             self.poller.add(conn.fd, 0)
             self.enter_read_head(conn)
@@ -275,12 +275,19 @@ class Listener:
             return
         conn.inbuf += data
         conn.bytes_in += len(data)
+        conn.extend_deadline()
         if self.advance(conn):
             self.dispatch(conn)
 
     def enter_read_head(self, conn: Connection) -> None:
+        """Listener, or the worker that owns ``conn``: wait for a request head."""
         conn.set_state(State.READ_HEAD)
-        self.head_q.push(conn, time.monotonic())
+        stage = conn.host_cfg.read_timeout.header
+        if stage.timeout:
+            conn.start_stage(stage, time.monotonic())
+            self.reading.push(conn)
+        else:
+            conn.stage = None
 
     def advance(self, conn: Connection) -> bool:
         """Parse what is buffered. True: a request is ready for a worker. False: the
@@ -308,7 +315,12 @@ class Listener:
                 return True
             if conn.state != State.READ_BODY:
                 conn.set_state(State.READ_BODY)
-                self.body_q.push(conn, time.monotonic())
+                stage = conn.host_cfg.read_timeout.body
+                if stage.timeout:
+                    conn.start_stage(stage, time.monotonic())
+                    self.reading.push(conn)
+                else:
+                    conn.stage = None
             self.poller.arm(conn.fd, READ)
             return False
         except HTTPError as exc:
@@ -433,15 +445,15 @@ class Listener:
     # -- timeouts ------------------------------------------------------------------
 
     def _expire(self, now: float) -> None:
-        for conn in self.head_q.expired(now):
-            if conn.reader.started or conn.inbuf:
+        for conn in self.reading.expired(now):
+            if conn.state == State.READ_BODY:
+                self.reject(conn, HTTPError(408, "request body read timeout"))
+            elif conn.state == State.READ_HEAD and (conn.reader.started or conn.inbuf):
                 self.reject(conn, HTTPError(408, "request header read timeout"))
-            else:
+            else:  # nothing of a request yet, or a TLS handshake: close without a word
+                self.log.info("core", "AH01382: request read timeout before any byte",
+                              conn.peer)
                 self.close(conn)
-        for conn in self.body_q.expired(now):
-            self.reject(conn, HTTPError(408, "request body read timeout"))
-        for conn in self.handshake_q.expired(now):
-            self.close(conn)
         for q in self.ka_qs.values():
             for conn in q.expired(now):
                 self.close(conn)

@@ -13,6 +13,8 @@ CPython too).
 
 from __future__ import annotations
 
+import heapq
+import threading
 from collections import deque
 from collections.abc import Iterator
 
@@ -63,3 +65,59 @@ class TimeoutQueue:
 
     def __len__(self) -> int:
         return len(self._q)
+
+
+class DeadlineHeap:
+    """Read deadlines that move: mod_reqtimeout's MinRate pushes a connection's
+    deadline out as bytes arrive, so these cannot share a fixed-timeout FIFO.
+
+    A heap keyed on the deadline at push time; when an entry comes due and the
+    connection's ``read_deadline`` has moved further out, it is pushed again at
+    the new time (O(log n) per move, paid only on expiry). Stale entries are
+    dropped as with TimeoutQueue. The listener pops; the worker that owns a
+    connection may push (pipelined input), hence the lock.
+    """
+
+    __slots__ = ("_heap", "_seq", "_lock", "states")
+
+    def __init__(self, states: tuple[State, ...]) -> None:
+        self._heap: list[tuple[float, int, Connection, int]] = []
+        self._seq = 0
+        self._lock = threading.Lock()
+        self.states = states
+
+    def push(self, conn: Connection) -> None:
+        with self._lock:
+            self._seq += 1
+            heapq.heappush(self._heap, (conn.read_deadline, self._seq, conn, conn.epoch))
+
+    def _live(self, conn: Connection, epoch: int) -> bool:
+        return conn.epoch == epoch and conn.state in self.states
+
+    def next_deadline(self) -> float | None:
+        with self._lock:
+            heap = self._heap
+            while heap:
+                deadline, _, conn, epoch = heap[0]
+                if self._live(conn, epoch):
+                    return deadline
+                heapq.heappop(heap)
+            return None
+
+    def expired(self, now: float) -> list[Connection]:
+        due: list[Connection] = []
+        with self._lock:
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                _, _, conn, epoch = heapq.heappop(heap)
+                if not self._live(conn, epoch):
+                    continue
+                if conn.read_deadline > now:  # moved out by MinRate meanwhile
+                    self._seq += 1
+                    heapq.heappush(heap, (conn.read_deadline, self._seq, conn, epoch))
+                    continue
+                due.append(conn)
+        return due
+
+    def __len__(self) -> int:
+        return len(self._heap)

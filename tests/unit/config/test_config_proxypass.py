@@ -33,7 +33,8 @@ def test_route_exclusion_and_position(tmp_path: Path, load: Load) -> None:
 
 def test_worker_params_convert_with_case_insensitive_keys(load: Load) -> None:
     config = load(
-        "Listen 80\nSSLProxyEngine on\nProxyPass /a https://b.example:8443/a TIMEOUT=5 ConnectionTimeout=250ms "
+        "Listen 80\nSSLProxyEngine on\n"
+        "ProxyPass /a https://b.example:8443/a TIMEOUT=5 ConnectionTimeout=250ms "
         "ttl=30 max=10 retry=0 keepalive=On disablereuse=off\n"
     )
     assert config.main.routes[0].params == WorkerParams(

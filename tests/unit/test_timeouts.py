@@ -1,0 +1,60 @@
+"""Timeout queues: FIFO per fixed timeout, and the heap for deadlines that move."""
+
+from __future__ import annotations
+
+import socket
+
+from proxympm.config.model import HostConfig, ReadStage
+from proxympm.http.request import Limits, RequestReader
+from proxympm.mpm.connection import Connection, State
+from proxympm.mpm.timeouts import DeadlineHeap, TimeoutQueue
+
+
+def conn() -> Connection:
+    a, b = socket.socketpair()
+    b.close()
+    c = Connection(a, ("127.0.0.1", 1), ("127.0.0.1", 2), RequestReader(Limits()),
+                   HostConfig(), tls=False)
+    c.set_state(State.READ_HEAD)
+    return c
+
+
+def test_fifo_expires_in_order_and_drops_stale_entries() -> None:
+    q = TimeoutQueue(5.0, State.KEEPALIVE)
+    a, b = conn(), conn()
+    for c in (a, b):
+        c.set_state(State.KEEPALIVE)
+    q.push(a, 100.0)
+    q.push(b, 101.0)
+    a.set_state(State.PROCESSING)  # a moved on: its entry is stale
+    assert q.next_deadline() == 106.0
+    assert list(q.expired(105.5)) == []
+    assert list(q.expired(106.0)) == [b]
+
+
+def test_minrate_moves_a_deadline_up_to_its_max() -> None:
+    c = conn()
+    c.start_stage(ReadStage(20, 40, 500), now=1000.0)
+    assert c.read_deadline == 1020.0
+    c.bytes_in += 5000  # ten more seconds
+    c.extend_deadline()
+    assert c.read_deadline == 1030.0
+    c.bytes_in += 50000
+    c.extend_deadline()
+    assert c.read_deadline == 1040.0  # capped at max
+
+
+def test_heap_repushes_a_moved_deadline_and_expires_the_rest() -> None:
+    heap = DeadlineHeap((State.READ_HEAD, State.READ_BODY))
+    slow, trickling, gone = conn(), conn(), conn()
+    for c in (slow, trickling, gone):
+        c.start_stage(ReadStage(20, 40, 500), now=0.0)
+        heap.push(c)
+    trickling.bytes_in += 2500
+    trickling.extend_deadline()  # +5 s
+    gone.set_state(State.PROCESSING)
+    assert heap.expired(19.0) == []
+    assert heap.expired(20.0) == [slow]
+    assert heap.next_deadline() == 25.0
+    assert heap.expired(25.0) == [trickling]
+    assert heap.next_deadline() is None

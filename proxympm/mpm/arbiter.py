@@ -127,7 +127,8 @@ class Arbiter:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                         signal.SIGWINCH, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
-            run_child(self.config, self.hosts, self.tls, list(self.sockets.values()), pod_r)
+            run_child(self.config, self.hosts, self.tls, list(self.sockets.values()), pod_r,
+                      slot)
         os.close(pod_r)
         os.set_inheritable(pod_w, False)
         self.children[pid] = ChildProc(pid, self.generation, slot, time.monotonic(), pod_w)

@@ -33,10 +33,12 @@ ChildSockets = list[tuple[socket.socket, Listen]]
 
 
 def run_child(config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
-              sockets: ChildSockets, pod_r: int) -> None:
+              sockets: ChildSockets, pod_r: int, slot: int) -> None:
     """Entry point right after fork(). Never returns: exits the process."""
     code = 0
     try:
+        if config.cpu_affinity:
+            pin_to_cpu(slot)
         Child(config, hosts, tls, sockets, pod_r).run()
     except BaseException:  # noqa: BLE001 - report and exit, never fall back into the arbiter
         import traceback
@@ -45,6 +47,16 @@ def run_child(config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
         code = 1
     finally:
         os._exit(code)
+
+
+def pin_to_cpu(slot: int) -> None:
+    """ChildCPUAffinity: run this child (and the threads it will start) on one CPU,
+    so the interpreter lock is never handed across CPUs."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, {cpus[slot % len(cpus)]})
 
 
 class Child:

@@ -86,6 +86,9 @@ class Listener:
         self.graceful = False
         self.max_conns = connection_cap(config.threads_per_child)
         self.conns_left = config.max_connections_per_child  # 0: unlimited
+        self.fd_ceiling = 0  # after EMFILE: hold below this many connections for a while
+        self.fd_ceiling_until = 0.0
+        self.wake_sent = False  # a worker already woke us for this accept pause
         self.tpc = config.threads_per_child
         self.factor = config.async_request_worker_factor
         self.thread = threading.Thread(target=self.run, name="listener", daemon=True)
@@ -109,6 +112,10 @@ class Listener:
     def _may_accept(self) -> bool:
         if self.stopping or len(self.conns) >= self.max_conns:
             return False
+        if self.fd_ceiling and len(self.conns) >= self.fd_ceiling:
+            if time.monotonic() < self.fd_ceiling_until:
+                return False
+            self.fd_ceiling = 0  # try again; EMFILE will set it anew if still short
         busy = self.outstanding()
         idle = max(0, self.tpc - busy)
         return busy < self.tpc + self.factor * idle
@@ -123,6 +130,13 @@ class Listener:
                 self.poller.remove_persistent(fd)
         self.accepting = on
         self.accept_paused = not on
+
+    def worker_freed(self) -> None:
+        """Worker thread, after its ``done`` count went up: wake the listener if it
+        paused accepting, once per pause (not once per request)."""
+        if self.accept_paused and not self.wake_sent:
+            self.wake_sent = True
+            self.wake()
 
     def wake(self) -> None:
         """Any thread: make the listener look at its state now."""
@@ -154,6 +168,7 @@ class Listener:
                         os.read(self.wake_r, 4096)
                     except BlockingIOError:
                         pass
+                    self.wake_sent = False  # before re-checking admission below
             now = time.monotonic()
             self._expire(now)
             if self.stopping:
@@ -180,6 +195,11 @@ class Listener:
         for _ in range(ACCEPT_BATCH):
             if not self._may_accept():
                 self._set_accepting(False)
+                # A worker that finished between the check and the flag saw no pause
+                # and sent no wake-up: look again now that the flag is visible.
+                if self._may_accept():
+                    self._set_accepting(True)
+                    continue
                 return
             try:
                 sock, peer = lsock.accept()
@@ -190,7 +210,8 @@ class Listener:
                     self.log.error("mpm", f"AH00478: accept: {exc.strerror}; "
                                    "not accepting until connections close")
                     self._set_accepting(False)
-                    self.max_conns = max(16, len(self.conns))
+                    self.fd_ceiling = max(16, len(self.conns) - 8)
+                    self.fd_ceiling_until = time.monotonic() + 2.0
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
@@ -346,11 +367,12 @@ class Listener:
         """Listener or worker thread: finish writing ``conn.out``, then keep-alive or
         linger-close. The caller owns ``conn``; True means a pipelined request is
         ready and the caller must serve (worker) or dispatch (listener) it."""
-        try:
-            conn.out = conn.send_some(conn.out)
-        except Exception:  # noqa: BLE001 - any send failure ends this connection
-            self.close(conn)
-            return False
+        if conn.out:
+            try:
+                conn.out = conn.send_some(conn.out)
+            except Exception:  # noqa: BLE001 - any send failure ends this connection
+                self.close(conn)
+                return False
         if conn.out:
             if then_close:
                 conn.requests = -1

@@ -59,8 +59,7 @@ class Worker:
                 self.listener.close(conn)
             finally:
                 self.done += 1
-                if self.listener.accept_paused:
-                    self.listener.wake()  # a worker is free: the listener may accept again
+                self.listener.worker_freed()
 
     def serve(self, conn: Connection) -> None:
         listener = self.listener

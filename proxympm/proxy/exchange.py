@@ -381,11 +381,18 @@ class _Flow:
 
     def read_head(self, timeout: float) -> None:
         assert self.up is not None
+        # The answer is never there right after the request went out: wait before
+        # the first recv instead of paying for a failed one (plain TCP only; TLS may
+        # hold decrypted bytes that poll() cannot see).
+        wait_first = not self.buf and self.recv is upstream.recv
         while True:
             self._start_relay()
             if self.relay is not None:
                 return
             try:
+                if wait_first:
+                    upstream.wait(self.up.sock, upstream.POLLIN, timeout)
+                    wait_first = False
                 data = self.recv(self.up.sock, timeout)
             except TimeoutError:
                 raise UpstreamFailure("read_head", "timed out reading the response head",

@@ -16,3 +16,7 @@ class HTTPError(Exception):
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+class ClientGone(Exception):
+    """The client closed, reset, or stopped reading past the deadline."""

@@ -21,7 +21,9 @@ from enum import IntEnum
 
 from proxympm.config.model import HostConfig, ReadStage
 from proxympm.http.body import BodyDecoder
+from proxympm.http.errors import ClientGone
 from proxympm.http.request import Request, RequestReader
+from proxympm.proxy.spool import Spool
 
 
 class State(IntEnum):
@@ -35,15 +37,12 @@ class State(IntEnum):
     CLOSED = 8
 
 
-class ClientGone(Exception):
-    """The client closed, reset, or stopped reading past the deadline."""
-
-
 class Connection:
     __slots__ = (
         "sock", "fd", "peer", "local", "tls", "state", "epoch", "inbuf", "reader",
         "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
         "listen_host", "bytes_in", "read_deadline", "stage_start", "stage_bytes", "stage",
+        "spool",
     )
 
     def __init__(self, sock: socket.socket, peer: tuple[str, int], local: tuple[str, int],
@@ -61,6 +60,7 @@ class Connection:
         self.body: BodyDecoder | None = None
         self.body_parts: list[bytes] = []  # request body read ahead by the listener
         self.out = b""  # pending output for WRITE_COMPLETION / error responses
+        self.spool: Spool | None = None  # a proxied response tail, drained after ``out``
         self.requests = 0  # requests served on this connection
         self.host_cfg = host_cfg  # the host that owns this listener address (or SNI)
         self.sni_host: HostConfig | None = None
@@ -132,6 +132,10 @@ class Connection:
             if not deadline:
                 deadline = time.monotonic() + timeout
             self._wait(events, deadline)
+
+    def wait_writable(self, timeout: float) -> None:
+        """Worker: block (bounded) until the client's window opens."""
+        self._wait(select.POLLOUT, time.monotonic() + timeout)
 
     def _wait(self, events: int, deadline: float) -> None:
         left = deadline - time.monotonic()

@@ -94,14 +94,13 @@ class Listener:
         self.thread = threading.Thread(target=self.run, name="listener", daemon=True)
         # RequestReadTimeout: handshake, head and body deadlines (they move with MinRate).
         self.reading = DeadlineHeap((State.HANDSHAKE, State.READ_HEAD, State.READ_BODY))
+        # Write completion: Timeout per wait for the client, moved on every progress.
+        self.writing = DeadlineHeap((State.WRITE_COMPLETION,))
         self.linger_q = TimeoutQueue(LINGER_TIMEOUT, State.LINGER)
         self.ka_qs: dict[float, TimeoutQueue] = {}
-        self.write_qs: dict[float, TimeoutQueue] = {}
         for host in config.all_hosts():
             self.ka_qs.setdefault(host.keepalive_timeout,
                                   TimeoutQueue(host.keepalive_timeout, State.KEEPALIVE))
-            self.write_qs.setdefault(host.timeout, TimeoutQueue(host.timeout,
-                                                                State.WRITE_COMPLETION))
         self._set_accepting(True)
 
     # -- admission -----------------------------------------------------------------
@@ -180,13 +179,14 @@ class Listener:
     def _poll_timeout(self) -> float:
         deadlines = [q.next_deadline() for q in self._queues()]
         deadlines.append(self.reading.next_deadline())
+        deadlines.append(self.writing.next_deadline())
         nearest = min((d for d in deadlines if d is not None), default=None)
         if nearest is None:
             return 1.0
         return min(1.0, max(0.0, nearest - time.monotonic() + 0.01))
 
     def _queues(self) -> list[TimeoutQueue]:
-        return [self.linger_q, *self.ka_qs.values(), *self.write_qs.values()]
+        return [self.linger_q, *self.ka_qs.values()]
 
     # -- accept --------------------------------------------------------------------
 
@@ -364,21 +364,18 @@ class Listener:
     # -- write completion and lingering close ----------------------------------------
 
     def start_write(self, conn: Connection, then_close: bool) -> bool:
-        """Listener or worker thread: finish writing ``conn.out``, then keep-alive or
-        linger-close. The caller owns ``conn``; True means a pipelined request is
-        ready and the caller must serve (worker) or dispatch (listener) it."""
-        if conn.out:
-            try:
-                conn.out = conn.send_some(conn.out)
-            except Exception:  # noqa: BLE001 - any send failure ends this connection
-                self.close(conn)
-                return False
-        if conn.out:
+        """Listener or worker thread: finish writing ``conn.out`` and ``conn.spool``,
+        then keep-alive or linger-close. The caller owns ``conn``; True means a
+        pipelined request is ready and the caller must serve (worker) or dispatch
+        (listener) it."""
+        if not self._flush(conn):
+            return False
+        if conn.out or conn.spool:
             if then_close:
                 conn.requests = -1
             conn.set_state(State.WRITE_COMPLETION)
-            q = self.write_qs.get(conn.host_cfg.timeout) or self.write_qs[self.config.main.timeout]
-            q.push(conn, time.monotonic())
+            conn.read_deadline = time.monotonic() + conn.host_cfg.timeout
+            self.writing.push(conn)
             self.poller.arm(conn.fd, WRITE)
             return False
         if then_close:
@@ -386,13 +383,26 @@ class Listener:
             return False
         return self.keepalive(conn)
 
-    def _write_more(self, conn: Connection) -> None:
+    def _flush(self, conn: Connection) -> bool:
+        """Send what the socket takes now; False if the connection was closed."""
         try:
-            conn.out = conn.send_some(conn.out)
-        except Exception:  # noqa: BLE001
+            if conn.out:
+                conn.out = conn.send_some(conn.out)
+            if conn.spool is not None and not conn.out:
+                if conn.spool.send_to(conn.sock):
+                    conn.spool.close()
+                    conn.spool = None
+        except Exception:  # noqa: BLE001 - any send failure ends this connection
             self.close(conn)
+            return False
+        return True
+
+    def _write_more(self, conn: Connection) -> None:
+        if not self._flush(conn):
             return
-        if conn.out:
+        if conn.out or conn.spool:
+            # Timeout bounds each wait for the client, not the whole download.
+            conn.read_deadline = time.monotonic() + conn.host_cfg.timeout
             self.poller.arm(conn.fd, WRITE)
             return
         if conn.requests < 0:
@@ -461,6 +471,9 @@ class Listener:
             conn.sock.close()
         except OSError:
             pass
+        if conn.spool is not None:
+            conn.spool.close()
+            conn.spool = None
         if self.accept_paused or self.stopping:
             self.wake()
 
@@ -479,9 +492,10 @@ class Listener:
         for q in self.ka_qs.values():
             for conn in q.expired(now):
                 self.close(conn)
-        for q in self.write_qs.values():
-            for conn in q.expired(now):
-                self.close(conn)
+        for conn in self.writing.expired(now):
+            self.log.info("core", "AH01084: timed out writing the response to the client",
+                          conn.peer)
+            self.close(conn)
         for conn in self.linger_q.expired(now):
             self.close(conn)
 

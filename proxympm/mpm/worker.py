@@ -19,10 +19,10 @@ import time
 import traceback
 
 from proxympm.config.model import HostConfig
-from proxympm.http.errors import HTTPError
+from proxympm.http.errors import ClientGone, HTTPError
 from proxympm.http.serialize import error_response
 from proxympm.log import AccessLog, AccessRecord, ErrorLog
-from proxympm.mpm.connection import ClientGone, Connection
+from proxympm.mpm.connection import Connection
 from proxympm.mpm.listener import Listener
 from proxympm.proxy.exchange import Exchange, Outcome
 from proxympm.proxy.routing import HostTable, Router
@@ -118,7 +118,8 @@ class Worker:
             self.listener.close(conn)
             return None
         else:
-            conn.out = out.pending
+            conn.out = b""
+            conn.spool = out.spool
         self._access(conn, host, out, start, "-" if close else "+")
         return close
 

@@ -34,6 +34,7 @@ from proxympm.proxy.pool import BackendState, Pool, Upstream
 from proxympm.proxy.relay import RelayError, ResponseRelay
 from proxympm.proxy.resolver import Resolver
 from proxympm.proxy.routing import Target, strip_port
+from proxympm.proxy.spool import Spool
 from proxympm.tls import ClientContexts
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -45,10 +46,12 @@ class ClientSide(Protocol):
 
     inbuf: bytearray
     tls: bool
+    sock: socket.socket
 
     def send_all(self, data: bytes | memoryview, timeout: float) -> None: ...
     def send_some(self, data: bytes) -> bytes: ...
     def recv_more(self, timeout: float, size: int = 65536) -> bool: ...
+    def wait_writable(self, timeout: float) -> None: ...
 
 
 class ErrorLogger(Protocol):
@@ -69,7 +72,7 @@ class Outcome:
     error: int = 0  # a status proxympm must answer itself (nothing was sent yet)
     aborted: bool = False  # the client connection must be closed now
     client_keepalive: bool = True
-    pending: bytes = b""  # response tail for the listener's write completion
+    spool: Spool | None = None  # response tail for the listener's write completion
 
 
 class UpstreamFailure(Exception):
@@ -440,7 +443,10 @@ class _Flow:
             self.ex.pool.release(state, up)
         else:
             up.sock.close()
-        out.pending = relay.finish()
+        if relay.spool.spill_error:
+            self.ex.log.warn("proxy", f"AH01111: response buffering: "
+                             f"{relay.spool.spill_error}")
+        out.spool = relay.finish()
         self._fill(out)
         if not self.upload_complete:
             out.client_keepalive = False  # the rest of the request body was never read

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from proxympm.config.model import HostConfig
 from proxympm.http.body import LengthBody, NoBody
-from proxympm.http.errors import HTTPError
+from proxympm.http.errors import ClientGone, HTTPError
 from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response, response_body
 from proxympm.http.serialize import serialize_head, status_line
 from proxympm.proxy.headers import client_response_headers
+from proxympm.proxy.spool import Spool
 
 FLUSH_AT = 65536
 
@@ -29,7 +30,7 @@ class RelayError(Exception):
 
 
 class ResponseRelay:
-    __slots__ = ("client", "decoder", "rechunk", "pending", "sent_any", "timeout",
+    __slots__ = ("client", "decoder", "rechunk", "pending", "sent_any", "timeout", "spool",
                  "body_bytes", "bytes_out", "headers", "status", "keepalive")
 
     def __init__(self, client: object, resp: Response, req: Request, host_cfg: HostConfig,
@@ -56,6 +57,7 @@ class ResponseRelay:
         # HeaderInjection propagates: nothing has been sent yet, the caller answers 502.
         self.pending = serialize_head(status_line(resp.status, resp.reason or None), headers)
         self.sent_any = False
+        self.spool = Spool()  # what the client has not taken yet
         self.body_bytes = 0
         self.bytes_out = 0
 
@@ -91,22 +93,50 @@ class ResponseRelay:
             self.pending += b"0\r\n\r\n"
 
     def flush(self) -> None:
-        self.client.send_all(self.pending, self.timeout)  # type: ignore[attr-defined]
-        self.bytes_out += len(self.pending)
+        """Pass ``pending`` on without waiting for the client: what its socket does
+        not take now is spooled (memory, then a temp file) and the worker goes back
+        to reading the upstream. Only a full spool makes the worker wait."""
+        data, self.pending = self.pending, b""
+        self.bytes_out += len(data)
         self.sent_any = True
-        self.pending = b""
+        spool = self.spool
+        if not spool:
+            data = self.client.send_some(data)  # type: ignore[attr-defined]
+            if not data:
+                return
+        spool.append(data)
+        self._drain(wait=False)
+        while spool.full:
+            self._drain(wait=True)
 
-    def finish(self) -> bytes:
-        """Write what the socket takes now; the rest goes to write completion."""
-        pending, self.pending = self.pending, b""
-        rest = self.client.send_some(pending) if pending else b""  # type: ignore[attr-defined]
-        self.bytes_out += len(pending) - len(rest)
-        return rest
+    def _drain(self, wait: bool) -> None:
+        client = self.client
+        try:
+            if wait:
+                client.wait_writable(self.timeout)  # type: ignore[attr-defined]
+            self.spool.send_to(client.sock)  # type: ignore[attr-defined]
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+
+    def finish(self) -> Spool | None:
+        """The response is complete upstream: write what the socket takes now and
+        return the rest for the listener's write completion (None: all sent)."""
+        if self.pending:
+            self.flush()
+        elif self.spool:
+            self._drain(wait=False)
+        if self.spool:
+            return self.spool
+        self.spool.close()
+        return None
 
     def salvage(self) -> None:
         """Before an abort: what was decoded so far still goes out (then the close)."""
-        if self.pending:
-            try:
+        try:
+            if self.pending:
                 self.flush()
-            except Exception:  # noqa: BLE001 - the connection is being aborted anyway
-                pass
+            while self.spool:
+                self._drain(wait=True)
+        except Exception:  # noqa: BLE001 - the connection is being aborted anyway
+            pass
+        self.spool.close()

@@ -525,6 +525,10 @@ class _Sink:
             self._argv = ["/bin/sh", "-c", target[1:]]
         elif target in ("/dev/stderr", "stderr"):
             self._fd = 2  # not ours: never closed, reopen is a no-op
+        elif target in ("/dev/stdout", "stdout"):
+            # By descriptor, not by path: opening /dev/stdout fails (ENXIO) when
+            # stdout is a socket, as under systemd's journal.
+            self._fd = 1
         else:
             self._path = target
         if self._argv is not None and not self._argv:

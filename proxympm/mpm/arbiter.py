@@ -237,6 +237,7 @@ class Arbiter:
     # -- main loop -------------------------------------------------------------------
 
     def run(self) -> int:
+        raise_fd_limit()
         self._sync_listeners(self.config)
         self._write_pidfile()
         wake_r = self._install_signals()
@@ -295,6 +296,21 @@ class Arbiter:
             self._remove_pidfile()
             for sock, _ in self.sockets.values():
                 sock.close()
+
+
+def raise_fd_limit() -> None:
+    """Idle keep-alive connections cost a descriptor each: take the hard limit
+    (containers often start with a soft limit of 1024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def read_pid(path: str) -> int | None:

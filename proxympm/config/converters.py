@@ -225,6 +225,15 @@ def worker_params(pairs: Sequence[tuple[str, str]]) -> WorkerParams:
             values["disablereuse"] = _on_off(value, "DisableReuse")
         elif k == "enablereuse":
             values["disablereuse"] = not _on_off(value, "EnableReuse")
+        elif k == "requestbuffering":
+            values["request_buffering"] = _on_off(value, "RequestBuffering")
+        elif k == "responsebuffering":
+            values["response_buffering"] = _on_off(value, "ResponseBuffering")
+        elif k == "flushpackets":
+            # httpd's flushpackets=on|auto: pass each piece on at once, no spooling.
+            if value.lower() not in ("on", "off", "auto"):
+                raise DirectiveError("ProxyPass flushpackets must be on|off|auto")
+            values["response_buffering"] = value.lower() == "off"
         elif k in _APACHE_ONLY_KEYS:
             raise DirectiveError(f"ProxyPass Worker parameter '{key}' is not supported by proxympm")
         else:

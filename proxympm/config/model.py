@@ -46,6 +46,8 @@ class WorkerParams:
     retry: float = DEFAULT_RETRY
     keepalive: bool = False  # TCP SO_KEEPALIVE on backend sockets (not HTTP keep-alive)
     disablereuse: bool = False
+    request_buffering: bool = True  # read the whole request body before going upstream
+    response_buffering: bool = True  # spool what a slow client cannot take yet
 
 
 @dataclass(frozen=True, slots=True)

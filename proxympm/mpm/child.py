@@ -21,6 +21,7 @@ import time
 from proxympm.config.model import Listen, ServerConfig
 from proxympm.http.request import Limits
 from proxympm.log import AccessLog, ErrorLog, parse_log_level, setup_error_log
+from proxympm.mpm.connection import Connection
 from proxympm.mpm.listener import Listener
 from proxympm.mpm.worker import Worker, log_request_error
 from proxympm.proxy.exchange import Exchange
@@ -98,6 +99,7 @@ class Child:
                                                           exc, conn),
             limits_for=lambda h: limits[id(h)],
             error_log=self.error_log,
+            wants_buffering=self._wants_buffering,
         )
         server_name = (config.main.server_name or socket.gethostname()).encode("ascii", "replace")
         self.exchange = Exchange(Pool(), resolver, self.error_log, server_name, tls.client)
@@ -106,6 +108,17 @@ class Child:
                    self.access_logs, self.error_log)
             for i in range(config.threads_per_child)
         )
+
+    def _wants_buffering(self, conn: Connection) -> bool:
+        """Listener thread: does this request's route buffer its body (the default)?
+        Routers and host tables are read-only, so this lookup needs no lock."""
+        req = conn.request
+        assert req is not None
+        host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
+        match = self.routers[id(host)].match(b"/" if req.path == b"*" else req.path)
+        if match is None or match[0].target is None:
+            return False  # answered without an upstream: no point reading the body
+        return match[0].params.request_buffering
 
     def _open_access_logs(self) -> dict[int, list[AccessLog]]:
         shared: dict[tuple[str, str], AccessLog] = {}

@@ -23,7 +23,7 @@ from proxympm.config.model import HostConfig, ReadStage
 from proxympm.http.body import BodyDecoder
 from proxympm.http.errors import ClientGone
 from proxympm.http.request import Request, RequestReader
-from proxympm.proxy.spool import Spool
+from proxympm.proxy.spool import BodyFile, Spool
 
 
 class State(IntEnum):
@@ -42,7 +42,7 @@ class Connection:
         "sock", "fd", "peer", "local", "tls", "state", "epoch", "inbuf", "reader",
         "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
         "listen_host", "bytes_in", "read_deadline", "stage_start", "stage_bytes", "stage",
-        "spool",
+        "spool", "body_file", "buffer_body",
     )
 
     def __init__(self, sock: socket.socket, peer: tuple[str, int], local: tuple[str, int],
@@ -61,6 +61,8 @@ class Connection:
         self.body_parts: list[bytes] = []  # request body read ahead by the listener
         self.out = b""  # pending output for WRITE_COMPLETION / error responses
         self.spool: Spool | None = None  # a proxied response tail, drained after ``out``
+        self.body_file: BodyFile | None = None  # a buffered request body past memory
+        self.buffer_body = True  # read the whole body before dispatch (route's switch)
         self.requests = 0  # requests served on this connection
         self.host_cfg = host_cfg  # the host that owns this listener address (or SNI)
         self.sni_host: HostConfig | None = None
@@ -164,6 +166,25 @@ class Connection:
             deadline = min(deadline, self.stage_start + stage.max)
         if deadline > self.read_deadline:
             self.read_deadline = deadline
+
+    def keep_body(self, data: bytes, memory_limit: int) -> None:
+        """Buffer request body bytes: memory up to ``memory_limit``, then a temp file
+        that gets everything (what was in memory first). OSError if no temp file."""
+        if self.body_file is None:
+            if sum(map(len, self.body_parts)) + len(data) <= memory_limit:
+                self.body_parts.append(data)
+                return
+            self.body_file = BodyFile()
+            for part in self.body_parts:
+                self.body_file.write(part)
+            self.body_parts = []
+        self.body_file.write(data)
+
+    def drop_body(self) -> None:
+        self.body_parts = []
+        if self.body_file is not None:
+            self.body_file.close()
+            self.body_file = None
 
     def has_buffered_input(self) -> bool:
         """Bytes already here for a next (pipelined) request, parsed or decrypted."""

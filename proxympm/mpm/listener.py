@@ -66,7 +66,9 @@ class Listener:
         log_error: Callable[[HTTPError, Connection], None],
         limits_for: Callable[[HostConfig], Limits],
         error_log: object,
+        wants_buffering: Callable[[Connection], bool] = lambda conn: True,
     ) -> None:
+        self.wants_buffering = wants_buffering
         self.config = config
         self.listeners = listeners
         self.work_queue = work_queue
@@ -322,6 +324,7 @@ class Listener:
                     self.poller.arm(conn.fd, READ)
                     return False
                 conn.request, conn.body = parsed
+                conn.buffer_body = not conn.body.done and self.wants_buffering(conn)
                 if conn.request.expect_continue and not conn.body.done and not conn.inbuf:
                     conn.send_some(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = conn.body
@@ -329,11 +332,12 @@ class Listener:
             if conn.inbuf and not body.done:
                 data = body.feed(conn.inbuf)  # takes all it can; a partial chunk line waits
                 if data:
-                    conn.body_parts.append(data)
-            if body.done or body.received >= BODY_BUFFER or (
-                (conn.request.content_length or 0) > BODY_BUFFER
-            ):
+                    self._keep_body(conn, data)
+            if body.done:
                 return True
+            if not conn.buffer_body and (body.received >= BODY_BUFFER or (
+                    (conn.request.content_length or 0) > BODY_BUFFER)):
+                return True  # a streaming route: the worker relays the rest as it comes
             if conn.state != State.READ_BODY:
                 conn.set_state(State.READ_BODY)
                 stage = conn.host_cfg.read_timeout.body
@@ -347,6 +351,19 @@ class Listener:
         except HTTPError as exc:
             self.reject(conn, exc)
             return False
+
+    def _keep_body(self, conn: Connection, data: bytes) -> None:
+        if not conn.buffer_body:
+            conn.body_parts.append(data)
+            return
+        try:
+            conn.keep_body(data, BODY_BUFFER)
+        except OSError as exc:
+            # No temp file (disk full, unwritable TMPDIR): stream this one instead.
+            self.log.error("proxy", f"AH01111: cannot buffer the request body in a temp "
+                           f"file ({exc.strerror}); streaming it", conn.peer)
+            conn.buffer_body = False
+            conn.body_parts.append(data)
 
     def dispatch(self, conn: Connection) -> None:
         conn.set_state(State.PROCESSING)
@@ -415,7 +432,7 @@ class Listener:
         (True) that a pipelined request is already complete in its buffer."""
         conn.request = None
         conn.body = None
-        conn.body_parts = []
+        conn.drop_body()
         if self.stopping:
             self.close(conn)
             return False
@@ -474,6 +491,7 @@ class Listener:
         if conn.spool is not None:
             conn.spool.close()
             conn.spool = None
+        conn.drop_body()
         if self.accept_paused or self.stopping:
             self.wake()
 

@@ -104,8 +104,8 @@ class Worker:
                     upstream_path = b"*"
                 assert route.target is not None
                 out = self.exchange.forward(
-                    conn, conn.peer, req, body, conn.body_parts, host, route.target,
-                    route.params, upstream_path, keepalive,
+                    conn, conn.peer, req, body, conn.body_parts, conn.body_file, host,
+                    route.target, route.params, upstream_path, keepalive,
                 )
         close = not out.client_keepalive or not keepalive
         if out.error:
@@ -135,7 +135,7 @@ class Worker:
             local_addr=conn.local[0], local_port=conn.local[1],
             method=req.method, target=req.target, version=b"HTTP/" + req.version,
             request_line=req.request_line, status=out.status, body_bytes=out.body_bytes,
-            bytes_in=req.head_size + sum(map(len, conn.body_parts)),
+            bytes_in=req.head_size + body_size(conn),
             bytes_out=out.bytes_out, start=start, duration=time.time() - start,
             request_headers=[(n.lower(), v) for n, v in req.headers],
             response_headers=[(n.lower(), v) for n, v in out.headers],
@@ -144,6 +144,12 @@ class Worker:
         )
         for log in logs:
             log.write(rec)
+
+
+def body_size(conn: Connection) -> int:
+    if conn.body_file is not None:
+        return conn.body_file.size
+    return sum(map(len, conn.body_parts))
 
 
 def log_request_error(logs: dict[int, list[AccessLog]], error_log: ErrorLog,

@@ -34,7 +34,7 @@ from proxympm.proxy.pool import BackendState, Pool, Upstream
 from proxympm.proxy.relay import RelayError, ResponseRelay
 from proxympm.proxy.resolver import Resolver
 from proxympm.proxy.routing import Target, strip_port
-from proxympm.proxy.spool import Spool
+from proxympm.proxy.spool import BodyFile, Spool
 from proxympm.tls import ClientContexts
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -133,7 +133,8 @@ class Exchange:
     # -- the request ---------------------------------------------------------------
 
     def forward(self, client: ClientSide, peer: tuple[str, int], req: Request,
-                body: BodyDecoder, body_parts: list[bytes], host_cfg: HostConfig,
+                body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
+                host_cfg: HostConfig,
                 target: Target, params: WorkerParams, upstream_path: bytes,
                 client_keepalive: bool) -> Outcome:
         out = Outcome(backend=target.name, client_keepalive=client_keepalive)
@@ -154,7 +155,12 @@ class Exchange:
             return out
         timeout = params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
         buffered = body.done
-        body_length = sum(map(len, body_parts)) if buffered else req.content_length
+        if not buffered:
+            body_length = req.content_length
+        elif body_file is not None:
+            body_length = body_file.size
+        else:
+            body_length = sum(map(len, body_parts))
         replayable = buffered and req.method in IDEMPOTENT
         head = upstream_request_head(
             req, host_cfg, upstream_path, target.host_header, peer[0], client.tls,
@@ -165,7 +171,7 @@ class Exchange:
             attempts += 1
             up: Upstream | None = None
             reused = False
-            flow = _Flow(self, client, req, host_cfg, client_keepalive)
+            flow = _Flow(self, client, req, host_cfg, client_keepalive, params.response_buffering)
             try:
                 if not params.disablereuse:
                     up = self.pool.take_idle(state, params.ttl)
@@ -173,7 +179,7 @@ class Exchange:
                 if up is None:
                     up = self._connect(target, params, timeout, ctx, sni)
                 flow.attach(up)
-                flow.send(head, body, body_parts, buffered, timeout)
+                flow.send(head, body, body_parts, body_file, buffered, timeout)
                 if flow.relay is None:
                     flow.read_head(timeout)
             except UpstreamFailure as exc:
@@ -276,11 +282,12 @@ class _Flow:
 
     __slots__ = ("ex", "client", "req", "host_cfg", "keepalive", "up", "buf", "relay",
                  "relay_resp", "upload_complete", "upstream_closed", "recv",
-                 "send_duplex")
+                 "send_duplex", "buffering")
 
     def __init__(self, ex: Exchange, client: ClientSide, req: Request, host_cfg: HostConfig,
-                 keepalive: bool) -> None:
+                 keepalive: bool, buffering: bool) -> None:
         self.ex = ex
+        self.buffering = buffering
         self.client = client
         self.req = req
         self.host_cfg = host_cfg
@@ -302,14 +309,17 @@ class _Flow:
 
     # SEND ---------------------------------------------------------------------------
 
-    def send(self, head: bytes, body: BodyDecoder, body_parts: list[bytes], buffered: bool,
-             timeout: float) -> None:
+    def send(self, head: bytes, body: BodyDecoder, body_parts: list[bytes],
+             body_file: BodyFile | None, buffered: bool, timeout: float) -> None:
         assert self.up is not None
         sock = self.up.sock
         try:
             if buffered:
                 data = head + b"".join(body_parts) if body_parts else head
                 self.send_duplex(sock, data, timeout, self._early)
+                if body_file is not None:
+                    upstream.sendfile_duplex(sock, body_file.fd, body_file.size, timeout,
+                                             self._early)
             else:  # a large body, streamed from the client as it arrives
                 chunked = self.req.content_length is None
                 frame = _chunk if chunked else bytes
@@ -379,7 +389,7 @@ class _Flow:
                 break  # interim 1xx are consumed here: we answered 100-continue ourselves
         self.relay = ResponseRelay(
             self.client, resp, self.req, self.host_cfg, self.ex.client_base(self.client, self.req),
-            self.ex.server_name, self.keepalive)
+            self.ex.server_name, self.keepalive, self.buffering)
         self.relay_resp = resp
 
     def read_head(self, timeout: float) -> None:

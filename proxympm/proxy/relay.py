@@ -31,11 +31,14 @@ class RelayError(Exception):
 
 class ResponseRelay:
     __slots__ = ("client", "decoder", "rechunk", "pending", "sent_any", "timeout", "spool",
+                 "buffering",
                  "body_bytes", "bytes_out", "headers", "status", "keepalive")
 
     def __init__(self, client: object, resp: Response, req: Request, host_cfg: HostConfig,
-                 client_base: bytes, server_name: bytes, keepalive: bool) -> None:
+                 client_base: bytes, server_name: bytes, keepalive: bool,
+                 buffering: bool = True) -> None:
         self.client = client
+        self.buffering = buffering  # False (responsebuffering=off): wait for the client
         self.timeout = host_cfg.timeout
         self.decoder = response_body(resp, req.method)
         sized = isinstance(self.decoder, (LengthBody, NoBody))
@@ -99,6 +102,9 @@ class ResponseRelay:
         data, self.pending = self.pending, b""
         self.bytes_out += len(data)
         self.sent_any = True
+        if not self.buffering:
+            self.client.send_all(data, self.timeout)  # type: ignore[attr-defined]
+            return
         spool = self.spool
         if not spool:
             data = self.client.send_some(data)  # type: ignore[attr-defined]

@@ -110,3 +110,29 @@ class Spool:
         if self._file is not None:
             os.close(self._file)
             self._file = None
+
+
+class BodyFile:
+    """A request body buffered past the in-memory threshold: an unlinked temp file,
+    written by the listener as the body arrives and sent (possibly twice, for a
+    retry on a fresh upstream connection) by the worker."""
+
+    __slots__ = ("fd", "size")
+
+    def __init__(self) -> None:
+        fd, path = tempfile.mkstemp(prefix="proxympm-body-")
+        os.unlink(path)
+        self.fd = fd
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, self.size)
+            self.size += n
+            view = view[n:]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

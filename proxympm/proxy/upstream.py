@@ -193,3 +193,29 @@ def still_open_tls(sock: ssl.SSLSocket) -> bool:
             return False
         return False
     return False
+
+
+def sendfile_duplex(sock: socket.socket, fd: int, size: int, timeout: float,
+                    on_readable: Callable[[], None]) -> None:
+    """Send ``size`` bytes of file ``fd`` (from offset 0) like ``send_duplex``:
+    zero-copy with sendfile on plain TCP, read and encrypt in chunks under TLS."""
+    offset = 0
+    if isinstance(sock, ssl.SSLSocket):
+        while offset < size:
+            chunk = os.pread(fd, min(256 * 1024, size - offset), offset)
+            if not chunk:
+                raise OSError("request body file shorter than announced")
+            send_duplex_tls(sock, chunk, timeout, on_readable)
+            offset += len(chunk)
+        return
+    while offset < size:
+        try:
+            n = os.sendfile(sock.fileno(), fd, offset, size - offset)
+        except BlockingIOError:
+            ready = wait(sock, POLLOUT | POLLIN, timeout)
+            if ready & POLLIN:
+                on_readable()
+            continue
+        if n == 0:
+            raise OSError("request body file shorter than announced")
+        offset += n

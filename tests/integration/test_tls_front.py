@@ -374,3 +374,17 @@ def test_sslyze_mozilla_intermediate(tls_proxy: Proxy, front: Front) -> None:
                      or "subjectAltName MUST NOT be critical" in supplied.group(0)):
         problems.pop("certificate_path_validation", None)
     assert not problems, "\n".join(problems.values()) + "\n" + out[-4000:]
+
+
+def test_proxypassreverse_redirects_keep_https(proxympm: MakeProxy, backend: Backend,
+                                               front: Front) -> None:
+    """A backend's own absolute Location becomes https://<client's Host>/... when the
+    client came in over TLS (ProxyPassReverse, UseCanonicalName Off)."""
+    extra = f'ProxyPassReverse / "http://127.0.0.1:{backend.port}/"'
+    proxy = proxympm(_conf(front.a, front.b, extra), b=backend.port)
+    port = proxy.port
+    r = curl("--cacert", str(front.ca), "--resolve", f"a.test:{port}:127.0.0.1",
+             "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+             f"https://a.test:{port}/redirect")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"302 https://a.test:{port}/elsewhere"

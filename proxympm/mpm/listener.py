@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from proxympm.config.model import HostConfig, Listen, ServerConfig
+from proxympm.config.model import HostConfig, Listen, ReadStage, ServerConfig
 from proxympm.http.errors import HTTPError
 from proxympm.http.request import Limits, RequestReader
 from proxympm.http.serialize import error_response
@@ -304,8 +304,10 @@ class Listener:
 
     def enter_read_head(self, conn: Connection) -> None:
         """Listener, or the worker that owns ``conn``: wait for a request head."""
-        conn.set_state(State.READ_HEAD)
-        stage = conn.host_cfg.read_timeout.header
+        self._enter_reading(conn, State.READ_HEAD, conn.host_cfg.read_timeout.header)
+
+    def _enter_reading(self, conn: Connection, state: State, stage: ReadStage) -> None:
+        conn.set_state(state)
         if stage.timeout:
             conn.start_stage(stage, time.monotonic())
             self.reading.push(conn)
@@ -339,13 +341,7 @@ class Listener:
                     (conn.request.content_length or 0) > BODY_BUFFER)):
                 return True  # a streaming route: the worker relays the rest as it comes
             if conn.state != State.READ_BODY:
-                conn.set_state(State.READ_BODY)
-                stage = conn.host_cfg.read_timeout.body
-                if stage.timeout:
-                    conn.start_stage(stage, time.monotonic())
-                    self.reading.push(conn)
-                else:
-                    conn.stage = None
+                self._enter_reading(conn, State.READ_BODY, conn.host_cfg.read_timeout.body)
             self.poller.arm(conn.fd, READ)
             return False
         except HTTPError as exc:

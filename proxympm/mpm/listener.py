@@ -44,6 +44,7 @@ RECV_SIZE = 65536
 ACCEPT_BATCH = 64
 BODY_BUFFER = 65536  # request bodies up to this size are read here, before dispatch
 LINGER_TIMEOUT = 2.0  # httpd's SECONDS_TO_LINGER
+STOP_IDLE_GRACE = 1.0  # graceful stop: idle keep-alive connections get this long first
 FD_RESERVE = 64
 
 
@@ -86,11 +87,13 @@ class Listener:
         self.dispatched = 0
         self.stopping = False
         self.graceful = False
+        self.listeners_closed = False
         self.max_conns = connection_cap(config.threads_per_child)
         self.conns_left = config.max_connections_per_child  # 0: unlimited
         self.fd_ceiling = 0  # after EMFILE: hold below this many connections for a while
         self.fd_ceiling_until = 0.0
         self.wake_sent = False  # a worker already woke us for this accept pause
+        self.cap_logged = False  # the connection cap was logged for this pause
         self.tpc = config.threads_per_child
         self.factor = config.async_request_worker_factor
         self.thread = threading.Thread(target=self.run, name="listener", daemon=True)
@@ -177,8 +180,11 @@ class Listener:
                     return
             elif not self.accepting and self._may_accept():
                 self._set_accepting(True)
+                self.cap_logged = False
 
     def _poll_timeout(self) -> float:
+        if self.stopping:
+            return 0.1  # graceful stop: idle connections are closed on time
         deadlines = [q.next_deadline() for q in self._queues()]
         deadlines.append(self.reading.next_deadline())
         deadlines.append(self.writing.next_deadline())
@@ -196,6 +202,11 @@ class Listener:
         lsock, spec, host, ctx = self.by_fd[lfd]
         for _ in range(ACCEPT_BATCH):
             if not self._may_accept():
+                if len(self.conns) >= self.max_conns and not self.cap_logged:
+                    self.cap_logged = True
+                    self.log.warn("mpm", f"too many open connections "
+                                  f"({len(self.conns)}, the cap RLIMIT_NOFILE leaves), not "
+                                  "accepting new connections in this process")
                 self._set_accepting(False)
                 # A worker that finished between the check and the flag saw no pause
                 # and sent no wake-up: look again now that the flag is visible.
@@ -429,9 +440,10 @@ class Listener:
         conn.request = None
         conn.body = None
         conn.drop_body()
-        if self.stopping:
-            self.close(conn)
-            return False
+        # Stopping gracefully: the connection is parked as usual. The client may be
+        # sending its next request on it right now (our response said keep-alive), so
+        # it is answered (with Connection: close) if it comes soon, and closed by
+        # _stop_step only once it has been idle for STOP_IDLE_GRACE.
         if conn.has_buffered_input():
             self.enter_read_head(conn)
             if not conn.inbuf:  # decrypted TLS bytes: the poller would never report them
@@ -522,18 +534,53 @@ class Listener:
         self.wake()
 
     def _stop_step(self) -> bool:
-        """Returns True when the listener may exit."""
-        if self.accepting:
+        """Returns True when the listener may exit.
+
+        First stop accepting: the listening sockets leave the poller and this
+        child's copies are closed (the arbiter and the new generation keep theirs,
+        so connect() is never refused; queued connections wait in the shared
+        backlog for a child that accepts). Ungraceful: done.
+
+        Graceful: every connection is seen through. Requests that arrive on
+        existing connections are still served (workers answer them with
+        ``Connection: close``), responses are finished, lingering closes run their
+        course, and idle keep-alive connections are closed once they have been idle
+        for STOP_IDLE_GRACE: a client that reuses its connection at once gets an
+        answer instead of a reset. The child exits when no connection is left."""
+        if not self.listeners_closed:
+            self.listeners_closed = True
             self._set_accepting(False)
             for lsock, *_ in self.listeners:
                 try:
                     lsock.close()
                 except OSError:
                     pass
-        for q in self.ka_qs.values():
-            for conn in q.drain():
-                self.close(conn)
         if not self.graceful:
             return True
-        return self.outstanding() == 0 and not any(
-            c.state == State.WRITE_COMPLETION for c in list(self.conns.values()))
+        now = time.monotonic()
+        for q in self.ka_qs.values():
+            # parked before now - grace <=> deadline before now + timeout - grace
+            for conn in q.expired(now + q.timeout - STOP_IDLE_GRACE):
+                self._close_idle(conn)
+        return not self.conns and self.outstanding() == 0
+
+    def _close_idle(self, conn: Connection) -> None:
+        """Graceful stop: close an idle keep-alive connection, unless its next
+        request has just arrived, which is then served (the last one on it)."""
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            self.close(conn)  # truly idle: the client sees EOF before its next request
+            return
+        except OSError:
+            self.close(conn)
+            return
+        if not data:
+            self.close(conn)
+            return
+        self.enter_read_head(conn)
+        conn.inbuf += data
+        conn.bytes_in += len(data)
+        conn.extend_deadline()
+        if self.advance(conn):
+            self.dispatch(conn)

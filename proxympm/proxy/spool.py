@@ -28,6 +28,15 @@ FILE_LIMIT = 1 << 30  # nginx's proxy_max_temp_file_size default
 SEND_CHUNK = 256 * 1024
 
 
+def temp_file(prefix: str) -> int:
+    """An unlinked temp file in $TMPDIR. Python's tempfile silently falls back to /tmp
+    when $TMPDIR is missing or unwritable; an operator who set it must hear about
+    it instead, so the directory is used as given and OSError propagates."""
+    fd, path = tempfile.mkstemp(prefix=prefix, dir=os.environ.get("TMPDIR") or None)
+    os.unlink(path)
+    return fd
+
+
 class Spool:
     __slots__ = ("_mem", "_mem_bytes", "_file", "_write_off", "_read_off", "spill_error",
                  "sent")
@@ -69,8 +78,7 @@ class Spool:
 
     def _spill(self) -> None:
         try:
-            fd, path = tempfile.mkstemp(prefix="proxympm-")
-            os.unlink(path)
+            fd = temp_file("proxympm-")
         except OSError as exc:
             self.spill_error = f"cannot buffer to a temp file ({exc.strerror}); streaming"
             return
@@ -120,9 +128,7 @@ class BodyFile:
     __slots__ = ("fd", "size")
 
     def __init__(self) -> None:
-        fd, path = tempfile.mkstemp(prefix="proxympm-body-")
-        os.unlink(path)
-        self.fd = fd
+        self.fd = temp_file("proxympm-body-")
         self.size = 0
 
     def write(self, data: bytes) -> None:

@@ -436,3 +436,41 @@ def test_pipelining_and_connection_flood_do_not_starve_others(
     assert max(latencies) < 1.5, f"victim waited {max(latencies):.2f}s"
     assert pipelined["responses"] >= 100
     assert flooded >= 500, flood.failures
+
+
+def test_fd_exhaustion_is_logged(proxympm, backend: Backend,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    raise_nofile(4096)
+    monkeypatch.setenv("PROXYMPM_CMD", wrapped_command(nofile=256))
+    proxy = proxympm('KeepAliveTimeout 30\nProxyPass "/" "http://127.0.0.1:{b}/"',
+                     b=backend.port)
+    idle = IdleConnections(proxy.port, "/idle")
+    try:
+        held = idle.open(400, batch=64, timeout=4)
+        assert 100 < held < 400, (held, idle.failures)
+        # It says that it stopped accepting for lack of descriptors.
+        log = proxy.error_log()
+        assert any(w in log for w in ("AH00478", "Too many open files", "not accepting")), log
+    finally:
+        idle.close()
+
+
+def test_unusable_tmpdir_falls_back_to_streaming_and_logs(
+    proxympm, backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    missing = tmp_path / "no-such-dir"
+    monkeypatch.setenv("PROXYMPM_CMD", wrapped_command(tmpdir=str(missing)))
+    proxy = proxympm('ProxyPass "/" "http://127.0.0.1:{b}/" timeout=10', b=backend.port)
+    body = os.urandom(1 << 20)
+    with RawClient(proxy.port, timeout=15) as c:
+        r = c.request("POST", "/echo", body=body)
+    assert r.status == 200 and r.body == body
+    size = 8 << 20
+    with RawClient(proxy.port, timeout=15) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+        c.send(request_bytes("GET", f"/bytes/{size}", f"127.0.0.1:{proxy.port}"))
+        time.sleep(1.0)
+        r = c.read_response()
+    assert r.status == 200 and r.complete and len(r.body) == size
+    log = proxy.error_log()
+    assert "streaming" in log and "temp file" in log, log

@@ -36,6 +36,7 @@ def prepare(config: ServerConfig) -> tuple[HostTable, TLSMaterial]:
     hosts = HostTable(config.main, config.vhosts)
     return hosts, TLSMaterial(config, hosts)
 
+CHILD_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH}
 CRASH_WINDOW = 2.0  # a child that dies sooner than this after start counts as a crash
 MAX_BACKOFF = 30.0
 
@@ -123,6 +124,9 @@ class Arbiter:
                     os.close(other.pod_w)
                 except OSError:
                     pass
+            # A stop signal that arrives before the child has its handlers must wait
+            # for them, not kill it with the default action (the child unblocks).
+            signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                         signal.SIGWINCH, signal.SIGCHLD):

@@ -24,6 +24,7 @@ from proxympm.log import AccessLog, ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm.connection import Connection
 from proxympm.mpm.listener import Listener
 from proxympm.mpm.worker import Worker, log_request_error
+from proxympm.proxy.balancer import Balancers
 from proxympm.proxy.exchange import Exchange
 from proxympm.proxy.pool import Pool
 from proxympm.proxy.resolver import Resolver
@@ -31,6 +32,7 @@ from proxympm.proxy.routing import HostTable, Router
 from proxympm.tls import TLSMaterial
 
 ChildSockets = list[tuple[socket.socket, Listen]]
+CHILD_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH}
 
 
 def run_child(config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
@@ -70,12 +72,12 @@ class Child:
                                                    *parse_log_level(config.log_level))
         self.hosts = hosts
         all_hosts = config.all_hosts()
-        self.routers = {id(h): Router(h.routes) for h in all_hosts}
+        balancers = Balancers(config.balancers)  # one per child, shared by every host
+        self.routers = {id(h): Router(h.routes, balancers) for h in all_hosts}
         self.access_logs = self._open_access_logs()
         resolver = Resolver()
         resolver.resolve_all(
-            (r.target.host, r.target.port)
-            for router in self.routers.values() for r in router.routes if r.target
+            (t.host, t.port) for router in self.routers.values() for t in router.backends()
         )
         for name, why in resolver.failures.items():
             self.error_log.error("proxy", f"AH00898: DNS lookup failure for: {name} ({why})")
@@ -145,6 +147,9 @@ class Child:
         for w in self.workers:
             w.thread.start()
         self.listener.thread.start()
+        # The arbiter forked us with the stop signals blocked; the threads keep them
+        # blocked (so they reach this thread), and one that came early arrives now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
         gc.collect()
         gc.freeze()  # long-lived setup objects leave the collector's generations
         self.error_log.info("mpm", f"child {os.getpid()} serving with "

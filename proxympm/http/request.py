@@ -54,6 +54,7 @@ class Request:
         "path",
         "version",
         "headers",
+        "lnames",
         "host",
         "content_length",
         "chunked",
@@ -71,6 +72,7 @@ class Request:
         self.path = b""  # origin-form: path and query (absolute-form reduced to it)
         self.version = b"1.1"
         self.headers: Headers = []
+        self.lnames: list[bytes] = []  # lowercase names, parallel to ``headers``
         self.host: bytes | None = None
         self.content_length: int | None = None
         self.chunked = False
@@ -83,6 +85,12 @@ class Request:
 
     def header(self, lname: bytes) -> bytes | None:
         """First value of a header, by lowercase name."""
+        lnames = self.lnames
+        if len(lnames) == len(self.headers):
+            try:
+                return self.headers[lnames.index(lname)][1]
+            except ValueError:
+                return None
         for name, value in self.headers:
             if name.lower() == lname:
                 return value
@@ -93,13 +101,18 @@ class Request:
         return self.chunked or bool(self.content_length)
 
 
-class _Collector:
-    """httptools callback target; collects header fields for one head."""
+_NO_TOKENS: frozenset[bytes] = frozenset()
 
-    __slots__ = ("headers", "count", "field_limit", "fields_limit")
+
+class _Collector:
+    """httptools callback target; collects header fields for one head (and their
+    lowercase names, computed once here for every later lookup)."""
+
+    __slots__ = ("headers", "lnames", "count", "field_limit", "fields_limit")
 
     def __init__(self, field_limit: int, fields_limit: int) -> None:
         self.headers: Headers = []
+        self.lnames: list[bytes] = []
         self.count = 0
         self.field_limit = field_limit
         self.fields_limit = fields_limit
@@ -111,12 +124,17 @@ class _Collector:
         if len(name) + len(value) + 2 > self.field_limit:
             raise HTTPError(431, "header field too large")
         self.headers.append((name, value.rstrip(OWS)))
+        self.lnames.append(name.lower())
+
+
+_INTERESTING = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"})
 
 
 class RequestReader:
     """Incremental head reader for one client connection (one request at a time)."""
 
-    __slots__ = ("limits", "_parser", "_collector", "_fed", "_line_ok", "_scan")
+    __slots__ = ("limits", "_parser", "_collector", "_fed", "_line_ok", "_scan", "_line")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -127,6 +145,7 @@ class RequestReader:
         self._parser = httptools.HttpRequestParser(self._collector)
         self._fed = 0  # head bytes already given to llhttp
         self._line_ok = False
+        self._line: tuple[bytes, bytes, bytes, int] | None = None  # method, target, minor, eol
         self._scan = 0  # where to resume looking for the end of the head
 
     @property
@@ -150,10 +169,14 @@ class RequestReader:
             m = REQUEST_LINE.fullmatch(buf, 0, eol + 2)
             if m is None:
                 raise HTTPError(400, "malformed request line")
-            if m.group("major") != b"1":
+            method, target, major, minor = m.groups()
+            if major != b"1":
                 raise HTTPError(505, "HTTP major version is not 1")
-            if m.group("minor") not in (b"0", b"1"):
+            if minor != b"1" and minor != b"0":
                 buf[eol - 1 : eol] = b"1"  # HTTP/1.2+ is served as 1.1 (llhttp knows no 1.2)
+            # The buffer's front stays as it is until the head is complete: keep the
+            # match's groups (bytes copies) instead of matching again in _build.
+            self._line = (method, target, minor, eol)
             self._line_ok = True
         end = buf.find(b"\r\n\r\n", self._scan)
         if end < 0:
@@ -175,7 +198,7 @@ class RequestReader:
         if upto <= self._fed:
             return
         try:
-            self._parser.feed_data(memoryview(buf)[self._fed : upto])
+            self._parser.feed_data(buf[self._fed : upto] if self._fed else buf[:upto])
         except httptools.HttpParserUpgrade:
             pass  # Upgrade is decided by the proxy layer, not the parser
         except httptools.HttpParserCallbackError as exc:
@@ -192,32 +215,36 @@ class RequestReader:
     def _unknown_coding(self) -> bool:
         """llhttp refuses a request whose codings do not end in chunked; that is a 501
         (unknown coding) when chunked is absent, a 400 (ambiguous framing) otherwise."""
+        col = self._collector
         codings = [
             c.strip(OWS).lower()
-            for name, value in self._collector.headers
-            if name.lower() == b"transfer-encoding"
+            for lname, (_, value) in zip(col.lnames, col.headers, strict=True)
+            if lname == b"transfer-encoding"
             for c in value.split(b",")
         ]
         return bool(codings) and b"chunked" not in codings
 
     def _build(self, buf: bytearray, head_len: int) -> Request:
-        eol = buf.find(b"\r\n")
-        m = REQUEST_LINE.fullmatch(buf, 0, eol + 2)
-        assert m is not None  # checked when the line arrived
+        assert self._line is not None  # checked when the line arrived
+        method, target, minor, eol = self._line
         req = Request()
         req.request_line = bytes(buf[:eol])
-        req.method = m.group("method")
-        req.target = m.group("target")
-        req.version = b"1.0" if m.group("minor") == b"0" else b"1.1"
+        req.method = method
+        req.target = target
+        req.version = b"1.0" if minor == b"0" else b"1.1"
         req.head_size = head_len
-        req.headers = headers = self._collector.headers
+        col = self._collector
+        req.headers = headers = col.headers
+        req.lnames = lnames = col.lnames
 
         host_values: list[bytes] = []
         te_values: list[bytes] = []
-        conn_tokens: set[bytes] = set()
+        conn_tokens: set[bytes] | None = None
         expect: bytes | None = None
-        for name, value in headers:
-            lname = name.lower()
+        for i, lname in enumerate(lnames):
+            if lname not in _INTERESTING:
+                continue
+            value = headers[i][1]
             if lname == b"host":
                 host_values.append(value)
             elif lname == b"content-length":
@@ -227,13 +254,18 @@ class RequestReader:
             elif lname == b"transfer-encoding":
                 te_values.append(value)
             elif lname == b"connection":
+                if conn_tokens is None:
+                    conn_tokens = set()
                 conn_tokens.update(t.strip(OWS).lower() for t in value.split(b","))
             elif lname == b"expect":
                 expect = value
-            elif lname == b"upgrade":
+            else:  # upgrade
                 req.upgrade = value
-        conn_tokens.discard(b"")
-        req.connection_tokens = frozenset(conn_tokens)
+        if conn_tokens:
+            conn_tokens.discard(b"")
+            req.connection_tokens = frozenset(conn_tokens)
+        else:
+            req.connection_tokens = _NO_TOKENS
 
         if req.version == b"1.1":
             if len(host_values) != 1:

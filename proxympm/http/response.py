@@ -19,14 +19,15 @@ MAX_RESPONSE_FIELD = 8192  # mod_proxy's responsefieldsize default
 
 
 class Response:
-    __slots__ = ("status", "reason", "version", "headers", "content_length", "chunked",
-                 "keep_alive", "connection_tokens", "head_size")
+    __slots__ = ("status", "reason", "version", "headers", "lnames", "content_length",
+                 "chunked", "keep_alive", "connection_tokens", "head_size")
 
     def __init__(self) -> None:
         self.status = 0
         self.reason = b""
         self.version = b"1.1"
         self.headers: Headers = []
+        self.lnames: list[bytes] = []  # lowercase names, parallel to ``headers``
         self.content_length: int | None = None
         self.chunked = False
         self.keep_alive = True
@@ -34,16 +35,21 @@ class Response:
         self.head_size = 0
 
 
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
 class _Collector:
-    __slots__ = ("headers",)
+    __slots__ = ("headers", "lnames")
 
     def __init__(self) -> None:
         self.headers: Headers = []
+        self.lnames: list[bytes] = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) + 2 > MAX_RESPONSE_FIELD:
             raise HTTPError(502, "upstream response header field too large")
         self.headers.append((name, value.rstrip(OWS)))
+        self.lnames.append(name.lower())
 
 
 def read_response_head(buf: bytearray) -> Response | None:
@@ -80,29 +86,38 @@ def read_response_head(buf: bytearray) -> Response | None:
     resp.status = int(m.group("code"))  # three ASCII digits, checked by the regex
     resp.reason = m.group("reason") or b""
     resp.version = b"1.0" if m.group("minor") == b"0" else b"1.1"
-    resp.headers = collector.headers
+    resp.headers = headers = collector.headers
+    resp.lnames = lnames = collector.lnames
     resp.head_size = head_len
-    tokens: set[bytes] = set()
-    te: list[bytes] = []
-    for name, value in resp.headers:
-        lname = name.lower()
+    tokens: set[bytes] | None = None
+    te: list[bytes] | None = None
+    for i, lname in enumerate(lnames):
         if lname == b"content-length":
+            value = headers[i][1]
             if CONTENT_LENGTH.fullmatch(value) is None or resp.content_length is not None:
                 raise HTTPError(502, "invalid upstream Content-Length")
             resp.content_length = int(value)  # 1-18 ASCII digits
         elif lname == b"transfer-encoding":
-            te.extend(c.strip(OWS).lower() for c in value.split(b","))
+            if te is None:
+                te = []
+            te.extend(c.strip(OWS).lower() for c in headers[i][1].split(b","))
         elif lname == b"connection":
-            tokens.update(t.strip(OWS).lower() for t in value.split(b","))
+            if tokens is None:
+                tokens = set()
+            tokens.update(t.strip(OWS).lower() for t in headers[i][1].split(b","))
     if te:
         if te != [b"chunked"]:
             raise HTTPError(502, "unsupported upstream transfer coding")
         if resp.content_length is not None:
             raise HTTPError(502, "upstream sent Content-Length with Transfer-Encoding")
         resp.chunked = True
-    tokens.discard(b"")
-    resp.connection_tokens = frozenset(tokens)
-    resp.keep_alive = resp.version == b"1.1" and b"close" not in tokens
+    if tokens:
+        tokens.discard(b"")
+        resp.connection_tokens = frozenset(tokens)
+        resp.keep_alive = resp.version == b"1.1" and b"close" not in tokens
+    else:
+        resp.connection_tokens = _NO_TOKENS
+        resp.keep_alive = resp.version == b"1.1"
     del buf[:head_len]
     return resp
 

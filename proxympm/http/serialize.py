@@ -1,8 +1,10 @@
 """Writing HTTP heads: the one place header bytes are put on the wire.
 
-Every value goes through ``check_value``, which refuses CR, LF and NUL (and other
-CTLs), so no rewritten Location, X-Forwarded-* value or error page can split a
-response or inject a header.
+Every value proxympm makes or rewrites goes through ``check_value`` (or
+``serialize_head``), which refuses CR, LF and NUL (and other CTLs), so no rewritten
+Location, X-Forwarded-* value or error page can split a response or inject a header.
+``join_head`` writes fields that are already known good (copied from a head llhttp
+validated, or checked when they were made).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def reason_phrase(status: int) -> bytes:
 
 
 _STATUS_LINES: dict[int, bytes] = {}
+_REASON_LINES: dict[tuple[int, bytes], bytes] = {}  # only lines that passed check_value
 
 
 def status_line(status: int, reason: bytes | None = None) -> bytes:
@@ -41,7 +44,13 @@ def status_line(status: int, reason: bytes | None = None) -> bytes:
         if line is None:
             line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))
         return line
-    return b"HTTP/1.1 %d %s\r\n" % (status, check_value(reason))
+    key = (status, reason)
+    line = _REASON_LINES.get(key)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, check_value(reason))
+        if len(_REASON_LINES) < 256:  # upstream reasons: a few distinct ones in practice
+            _REASON_LINES[key] = line
+    return line
 
 
 def serialize_head(start_line: bytes, headers: Headers) -> bytes:
@@ -53,6 +62,17 @@ def serialize_head(start_line: bytes, headers: Headers) -> bytes:
         if FORBIDDEN_IN_VALUE.search(value):
             raise HeaderInjection(f"control character in header value {value[:40]!r}")
         parts.append(b"%s: %s\r\n" % (name, value))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def join_head(start_line: bytes, headers: Headers) -> bytes:
+    """``serialize_head`` without the per-field checks, for fields that were already
+    validated: copied from a head llhttp (strict) parsed, or passed through
+    ``check_value`` by whoever made them, or constant/numeric framing fields."""
+    parts = [start_line]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
 

@@ -4,15 +4,19 @@ The upstream request is rebuilt, never copied: our own request line and framing,
 hop-by-hop and Connection-listed fields removed, Host per ProxyPreserveHost,
 X-Forwarded-* per ProxyAddHeaders, Via per ProxyVia. The client response gets the
 same hop-by-hop treatment plus ProxyPassReverse on Location-type fields.
-All values pass through ``serialize_head`` later, which refuses CR/LF/NUL.
+Fields copied from a parsed head were validated by llhttp (strict) already; every
+value proxympm makes or rewrites passes through ``check_value``, which refuses
+CR/LF/NUL (tests/unit/http/test_response.py pins the parser side).
 """
 
 from __future__ import annotations
 
 from proxympm import __version__
 from proxympm.config.model import HostConfig, ReverseRule
+from proxympm.http.grammar import FORBIDDEN_IN_VALUE
 from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response
+from proxympm.http.serialize import HeaderInjection, check_value
 
 # RFC 9110 7.6.1 plus what mod_proxy strips (ap_proxy_create_hdrbrgd); the framing
 # fields are ours to set, Expect is answered by proxympm itself.
@@ -49,23 +53,33 @@ def upstream_request_head(
     expect one, so the upstream never guesses).
     """
     drop = _REQUEST_DROP | req.connection_tokens if req.connection_tokens else _REQUEST_DROP
+    # Client fields, method and Host were validated by llhttp and our grammar; the
+    # values made from configuration and the mapped path are checked here.
+    if FORBIDDEN_IN_VALUE.search(upstream_path) or b" " in upstream_path:
+        raise HeaderInjection(f"invalid upstream request target {upstream_path[:40]!r}")
+    _config_value(server_name)
     out: list[bytes] = [b"%s %s HTTP/1.1\r\n" % (req.method, upstream_path)]
-    host = req.host if host_cfg.preserve_host and req.host else upstream_host
+    host = req.host if host_cfg.preserve_host and req.host else _config_value(upstream_host)
     out.append(b"Host: %s\r\n" % host)
     xff: bytes | None = None
     via = host_cfg.via
-    for name, value in req.headers:
-        lname = name.lower()
+    add_headers = host_cfg.add_headers
+    headers = req.headers
+    lnames = req.lnames
+    if len(lnames) != len(headers):  # a Request not built by RequestReader
+        lnames = [name.lower() for name, _ in headers]
+    for lname, (name, value) in zip(lnames, headers, strict=True):
         if lname in drop:
             continue
-        if lname == b"x-forwarded-for" and host_cfg.add_headers:
-            xff = value if xff is None else xff + b", " + value
-            continue
-        if lname == b"via" and via == "block":
-            continue
-        if lname == b"x-forwarded-proto" and host_cfg.add_headers:
-            continue  # only we know the scheme the client used; never pass a claim on
-        out.append(b"%s: %s\r\n" % (name, value))
+        if lname[:2] == b"x-" or lname == b"via":
+            if lname == b"x-forwarded-for" and add_headers:
+                xff = value if xff is None else xff + b", " + value
+                continue
+            if lname == b"via" and via == "block":
+                continue
+            if lname == b"x-forwarded-proto" and add_headers:
+                continue  # only we know the scheme the client used; never pass a claim on
+        out += (name, b": ", value, b"\r\n")
     if host_cfg.add_headers:
         ip = client_ip.encode("ascii")
         out.append(b"X-Forwarded-For: %s\r\n" % (ip if xff is None else xff + b", " + ip))
@@ -86,6 +100,18 @@ def upstream_request_head(
     return b"".join(out)
 
 
+_CHECKED: set[bytes] = set()  # configuration-made values that passed check_value
+
+
+def _config_value(value: bytes) -> bytes:
+    """check_value for values from the configuration, remembered (a handful)."""
+    if value not in _CHECKED:
+        check_value(value)
+        if len(_CHECKED) < 1024:
+            _CHECKED.add(value)
+    return value
+
+
 def _via_value(version: bytes, server_name: bytes, mode: str) -> bytes:
     value = version + b" " + server_name
     if mode == "full":
@@ -104,18 +130,28 @@ def client_response_headers(
 
     ``client_base`` is ``scheme://host`` as the client addressed us, used by
     ProxyPassReverse like Apache with UseCanonicalName Off.
+
+    Fields copied verbatim were validated by llhttp (strict: token names, no CTL but
+    HTAB in values, CR only in CRLF) when ``read_response_head`` parsed them; every
+    value made or rewritten here goes through ``check_value`` (HeaderInjection).
     """
     drop = _RESPONSE_DROP | resp.connection_tokens if resp.connection_tokens else _RESPONSE_DROP
-    out: Headers = []
-    for name, value in resp.headers:
-        lname = name.lower()
-        if lname in drop:
-            continue
-        if rules and lname in _LOCATION_FIELDS:
-            value = reverse_map(value, rules, client_base)
-        out.append((name, value))
+    headers = resp.headers
+    lnames = resp.lnames
+    if len(lnames) != len(headers):  # a Response not built by read_response_head
+        lnames = [name.lower() for name, _ in headers]
+    if rules:
+        out: Headers = []
+        for lname, field in zip(lnames, headers, strict=True):
+            if lname in drop:
+                continue
+            if lname in _LOCATION_FIELDS:
+                field = (field[0], check_value(reverse_map(field[1], rules, client_base)))
+            out.append(field)
+    else:
+        out = [field for lname, field in zip(lnames, headers, strict=True) if lname not in drop]
     if host_cfg.via in ("on", "full"):
-        out.append((b"Via", _via_value(resp.version, server_name, host_cfg.via)))
+        out.append((b"Via", check_value(_via_value(resp.version, server_name, host_cfg.via))))
     return out
 
 

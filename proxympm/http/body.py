@@ -21,6 +21,19 @@ MAX_CHUNK_LINE = 4096  # size line with extensions; nginx and HAProxy use simila
 MAX_TRAILER_BYTES = 16384
 
 
+def _take(buf: bytearray, n: int, have: int) -> bytes:
+    """The first ``n`` bytes of ``buf`` as bytes, removed from it: one copy (a
+    ``bytes(buf[:n])`` is two), none of the rest of the buffer moved."""
+    if n == have:
+        data = bytes(buf)
+        buf.clear()
+        return data
+    with memoryview(buf) as view, view[:n] as part:
+        data = bytes(part)
+    del buf[:n]  # front deletion: CPython only moves the start offset
+    return data
+
+
 class BodyDecoder:
     __slots__ = ("done", "received")
 
@@ -57,11 +70,11 @@ class LengthBody(BodyDecoder):
         self.done = length == 0
 
     def feed(self, buf: bytearray) -> bytes:
-        n = min(self.remaining, len(buf))
+        have = len(buf)
+        n = self.remaining if self.remaining < have else have
         if not n:
             return b""
-        data = bytes(buf[:n])
-        del buf[:n]
+        data = _take(buf, n, have)
         self.remaining -= n
         self.received += n
         if not self.remaining:
@@ -108,9 +121,9 @@ class ChunkedBody(BodyDecoder):
         out: list[bytes] = []
         while buf and not self.done:
             if self.state == _DATA:
-                n = min(self.chunk_left, len(buf))
-                out.append(bytes(buf[:n]))
-                del buf[:n]
+                have = len(buf)
+                n = self.chunk_left if self.chunk_left < have else have
+                out.append(_take(buf, n, have))
                 self.chunk_left -= n
                 self.received += n
                 if not self.chunk_left:

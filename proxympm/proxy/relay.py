@@ -18,7 +18,7 @@ from proxympm.http.body import LengthBody, NoBody
 from proxympm.http.errors import ClientGone, HTTPError
 from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response, response_body
-from proxympm.http.serialize import serialize_head, status_line
+from proxympm.http.serialize import join_head, status_line
 from proxympm.proxy.headers import client_response_headers
 from proxympm.proxy.spool import Spool
 
@@ -30,7 +30,8 @@ class RelayError(Exception):
 
 
 class ResponseRelay:
-    __slots__ = ("client", "decoder", "rechunk", "pending", "sent_any", "timeout", "spool",
+    __slots__ = ("client", "decoder", "rechunk", "pending", "pending_len", "sent_any",
+                 "timeout", "spool",
                  "buffering",
                  "body_bytes", "bytes_out", "headers", "status", "keepalive")
 
@@ -57,8 +58,14 @@ class ResponseRelay:
             headers.append((b"Connection", b"close"))
         self.headers = headers
         self.status = resp.status
-        # HeaderInjection propagates: nothing has been sent yet, the caller answers 502.
-        self.pending = serialize_head(status_line(resp.status, resp.reason or None), headers)
+        # HeaderInjection (a rewritten value, from client_response_headers) propagates:
+        # nothing has been sent yet, the caller answers 502. Copied fields were
+        # validated by the parser; the framing fields above are ours.
+        head = join_head(status_line(resp.status, resp.reason or None), headers)
+        # What is decoded but not passed on yet, as parts: joined once per flush
+        # (never ``bytes +=``, which copies everything pending for every append).
+        self.pending: list[bytes] = [head]
+        self.pending_len = len(head)
         self.sent_any = False
         self.spool = Spool()  # what the client has not taken yet
         self.body_bytes = 0
@@ -77,14 +84,22 @@ class ResponseRelay:
             data = self.decoder.feed(buf)
         except HTTPError as exc:
             raise RelayError(exc.detail) from None
+        pending = self.pending
         if data:
-            self.body_bytes += len(data)
-            self.pending += b"%x\r\n%s\r\n" % (len(data), data) if self.rechunk else data
+            n = len(data)
+            self.body_bytes += n
+            if self.rechunk:
+                pending += (b"%x\r\n" % n, data, b"\r\n")
+                n += len(pending[-3]) + 2
+            else:
+                pending.append(data)
+            self.pending_len += n
         if self.decoder.done:
             if self.rechunk:
-                self.pending += b"0\r\n\r\n"
+                pending.append(b"0\r\n\r\n")
+                self.pending_len += 5
             return
-        if self.pending and (self.sent_any or len(self.pending) >= FLUSH_AT):
+        if pending and (self.sent_any or self.pending_len >= FLUSH_AT):
             self.flush()
 
     def upstream_eof(self) -> None:
@@ -93,13 +108,17 @@ class ResponseRelay:
         except HTTPError as exc:
             raise RelayError(exc.detail) from None
         if self.rechunk and self.decoder.done:
-            self.pending += b"0\r\n\r\n"
+            self.pending.append(b"0\r\n\r\n")
+            self.pending_len += 5
 
     def flush(self) -> None:
         """Pass ``pending`` on without waiting for the client: what its socket does
         not take now is spooled (memory, then a temp file) and the worker goes back
         to reading the upstream. Only a full spool makes the worker wait."""
-        data, self.pending = self.pending, b""
+        parts = self.pending
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.pending = []
+        self.pending_len = 0
         self.bytes_out += len(data)
         self.sent_any = True
         if not self.buffering:

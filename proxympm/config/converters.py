@@ -17,7 +17,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxympm.config.errors import DirectiveError
-from proxympm.config.model import Listen, ProxyRoute, ReverseRule, WorkerParams
+from proxympm.config.model import (
+    BalancerMember,
+    Listen,
+    ProxyRoute,
+    ReverseRule,
+    WorkerParams,
+)
 from proxympm.config.modules import KNOWN_SHORT_NAMES, short_name
 
 
@@ -173,8 +179,8 @@ _URL_SCHEMES = ("http", "https", "balancer")
 # Keys httpd knows that proxympm does not implement: refused by name, not as typos.
 _APACHE_ONLY_KEYS = frozenset(
     {
-        "min", "smax", "acquire", "ping", "loadfactor", "lbset", "route", "redirect",
-        "status", "flushpackets", "flushwait", "iobuffersize", "receivebuffersize",
+        "min", "smax", "acquire", "ping", "redirect", "flushwait", "iobuffersize",
+        "receivebuffersize",
         "responsefieldsize", "upgrade", "mapping", "addressttl", "secret", "flusher",
         "hcmethod", "hcinterval", "hcpasses", "hcfails", "hcuri", "hcexpr", "hctemplate",
     }
@@ -193,11 +199,67 @@ def _on_off(value: str, label: str) -> bool:
     return value.lower() == "on"
 
 
-def worker_params(pairs: Sequence[tuple[str, str]]) -> WorkerParams:
-    """mod_proxy's ``set_worker_param`` for the keys proxympm implements."""
+_MEMBER_KEYS = frozenset({"loadfactor", "lbset", "status", "route"})
+_ROUTE_KEYS = frozenset({"requestbuffering", "responsebuffering", "flushpackets"})
+# status flags proxympm implements, and httpd's that it refuses by name
+_STATUS_FLAGS = "DSIH"
+_APACHE_ONLY_FLAGS = "ERNC"
+
+
+def _member_param(k: str, key: str, value: str, values: dict[str, object]) -> None:
+    """The BalancerMember-only keys (mod_proxy's ``set_worker_param``)."""
+    if k == "loadfactor":
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = 0.0
+        if not 1 <= factor <= 100:
+            raise DirectiveError("BalancerMember LoadFactor must be a number between 1..100")
+        values["loadfactor"] = factor
+    elif k == "lbset":
+        if not _INTEGER.fullmatch(value) or not 0 <= int(value) <= 99:
+            raise DirectiveError("BalancerMember LB Set must be an integer between 0..99")
+        values["lbset"] = int(value)
+    elif k == "route":
+        if len(value) > 63:
+            raise DirectiveError("BalancerMember Route length must be < 64 characters")
+        values["route"] = value
+    else:  # status: [+|-]FLAG..., '+' by default (set_worker_param's loop)
+        flags = set(str(values.get("status", "")))
+        mode = True
+        for ch in value.upper():
+            if ch in "+-":
+                mode = ch == "+"
+                continue
+            if ch in _APACHE_ONLY_FLAGS:
+                raise DirectiveError(f"BalancerMember status flag '{ch}' is not supported by "
+                                     "proxympm (D, S, I and H are)")
+            if ch not in _STATUS_FLAGS:
+                raise DirectiveError("BalancerMember Unknown status parameter option")
+            if mode:
+                flags.add(ch)
+            else:
+                flags.discard(ch)
+        values["status"] = "".join(sorted(flags))
+
+
+def worker_params(pairs: Sequence[tuple[str, str]], member: bool = False) -> WorkerParams:
+    """mod_proxy's ``set_worker_param`` for the keys proxympm implements.
+
+    ``member``: the keys of a BalancerMember (loadfactor, lbset, status, route are
+    allowed; the per-route buffering switches belong on the balancer's ProxyPass)."""
     values: dict[str, object] = {}
     for key, value in pairs:
         k = key.lower()
+        if k in _MEMBER_KEYS:
+            if not member:
+                raise DirectiveError(f"ProxyPass Worker parameter '{key}' is only valid on a "
+                                     "BalancerMember")
+            _member_param(k, key, value, values)
+            continue
+        if member and k in _ROUTE_KEYS:
+            raise DirectiveError(f"BalancerMember parameter '{key}' belongs on the balancer's "
+                                 "ProxyPass line (it is a per-route switch in proxympm)")
         if k == "timeout":
             values["timeout"] = float(_whole_seconds(value, "Timeout"))
         elif k == "connectiontimeout":
@@ -239,6 +301,117 @@ def worker_params(pairs: Sequence[tuple[str, str]]) -> WorkerParams:
         else:
             raise DirectiveError(f"ProxyPass unknown Worker parameter '{key}'")
     return WorkerParams(**values)  # type: ignore[arg-type]
+
+
+_LBMETHODS = ("byrequests", "bybusyness", "p2c")
+_APACHE_ONLY_BALANCER_KEYS = frozenset(
+    {"stickysession", "stickysessionsep", "scolonpathdelim", "forcerecovery", "growth",
+     "nonce"}
+)  # fmt: skip
+
+
+def balancer_params(
+    pairs: Sequence[tuple[str, str]], directive: str
+) -> tuple[tuple[str, object], ...]:
+    """mod_proxy's ``set_balancer_param``: (BalancerSettings field, value) in order."""
+    out: list[tuple[str, object]] = []
+    for key, value in pairs:
+        k = key.lower()
+        if k == "lbmethod":
+            if value.lower() not in _LBMETHODS:
+                raise DirectiveError(f"{directive} unknown lbmethod '{value}' (proxympm has "
+                                     "byrequests, bybusyness and p2c)")
+            out.append(("lbmethod", value.lower()))
+        elif k == "timeout":
+            if not _INTEGER.fullmatch(value) or int(value) < 1:
+                raise DirectiveError(f"{directive} Timeout must be at least one second")
+            out.append(("timeout", float(int(value))))
+        elif k == "maxattempts":
+            if not _INTEGER.fullmatch(value) or int(value) < 0:
+                raise DirectiveError(
+                    f"{directive} maximum number of attempts must be a positive number")
+            out.append(("maxattempts", int(value)))
+        elif k == "nofailover":
+            if value.lower() not in ("on", "off"):
+                raise DirectiveError(f"{directive} failover must be On|Off")
+            out.append(("nofailover", value.lower() == "on"))
+        elif k == "failontimeout":
+            if value.lower() not in ("on", "off"):
+                raise DirectiveError(f"{directive} failontimeout must be On|Off")
+            out.append(("failontimeout", value.lower() == "on"))
+        elif k == "failonstatus":
+            codes = []
+            for word in value.split(","):
+                word = word.strip()
+                if not word.isdigit() or not 100 <= int(word) <= 599:
+                    raise DirectiveError(f"{directive} failonstatus must be one or more HTTP "
+                                         "response codes")
+                codes.append(int(word))
+            out.append(("failonstatus", tuple(codes)))
+        elif k in _APACHE_ONLY_BALANCER_KEYS:
+            raise DirectiveError(
+                f"{directive} balancer parameter '{key}' is not supported by proxympm")
+        else:
+            raise DirectiveError(f"{directive} unknown Balancer parameter '{key}'")
+    return tuple(out)
+
+
+def balancer_name(directive: str, url: str) -> str:
+    """``balancer://name[/path]`` -> ``balancer://name`` (the name lower-cased)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "balancer" or not parts.netloc:
+        raise DirectiveError(f"{directive} '{url}' is not a balancer:// URL")
+    return f"balancer://{parts.netloc.lower()}"
+
+
+def _pairs(directive: str, words: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise DirectiveError(f"Invalid {directive} parameter. Parameter must be in the "
+                                 "form 'key=value'.")
+        pairs.append((key, value))
+    return pairs
+
+
+def proxy_section(inv: Invocation) -> str:
+    """``<Proxy balancer://name>``: only balancers are supported."""
+    url = inv.args[0]
+    if not url.lower().startswith("balancer://"):
+        raise DirectiveError(f"<Proxy {url}> is not supported by proxympm: only "
+                             "<Proxy balancer://name> (balancer members and ProxySet)")
+    return balancer_name("<Proxy>", url)
+
+
+def balancer_member(inv: Invocation) -> tuple[str | None, BalancerMember]:
+    """``BalancerMember [balancer://name] url [key=value ...]``: (balancer or None, member)."""
+    words = list(inv.args)
+    name = None
+    if words and words[0].lower().startswith("balancer://"):
+        name = balancer_name("BalancerMember", words.pop(0))
+    if not words or "=" in words[0] and "://" not in words[0]:
+        raise DirectiveError("BalancerMember must define balancer name when outside <Proxy> "
+                             "section" if name is None else "BalancerMember needs a URL")
+    url = backend_url("BalancerMember", words[0])
+    if url.lower().startswith("balancer://"):
+        raise DirectiveError("BalancerMember URL must be http:// or https://")
+    params = worker_params(_pairs("BalancerMember", words[1:]), member=True)
+    return name, BalancerMember(url=url.rstrip("/") or url, params=params, where=inv.where)
+
+
+def proxy_set(inv: Invocation) -> tuple[str | None, tuple[tuple[str, object], ...]]:
+    """``ProxySet [balancer://name] key=value ...``: balancer keys only in proxympm."""
+    words = list(inv.args)
+    name = None
+    if words and "=" not in words[0]:
+        if not words[0].lower().startswith("balancer://"):
+            raise DirectiveError(f"ProxySet {words[0]}: proxympm sets balancer parameters "
+                                 "only (use key=value on ProxyPass for a worker)")
+        name = balancer_name("ProxySet", words.pop(0))
+    if not words:
+        raise DirectiveError("ProxySet needs at least one key=value parameter")
+    return name, balancer_params(_pairs("ProxySet", words), "ProxySet")
 
 
 def backend_url(directive: str, url: str) -> str:
@@ -300,6 +473,18 @@ def proxy_pass(inv: Invocation) -> ProxyRoute:
         raise DirectiveError(f"ProxyPass path '{path}' must start with '/'")
     if url == "!":
         return ProxyRoute(path=path, url=None, where=inv.where)
+    if url.lower().startswith("balancer://"):
+        # httpd's add_pass: on a balancer URL the keys are balancer parameters; the
+        # per-route buffering switches are proxympm's and stay with the route.
+        route_pairs = [(k, v) for k, v in pairs if k.lower() in _ROUTE_KEYS]
+        other = [(k, v) for k, v in pairs if k.lower() not in _ROUTE_KEYS]
+        return ProxyRoute(
+            path=path,
+            url=backend_url("ProxyPass", url),
+            params=worker_params(route_pairs),
+            where=inv.where,
+            balancer_settings=balancer_params(other, "ProxyPass"),
+        )
     return ProxyRoute(
         path=path,
         url=backend_url("ProxyPass", url),

@@ -351,11 +351,13 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "`/app` and `/app/x`, never `/apps`) to `url` plus the rest of the path; `!` "
         "excludes the path from proxying. Rules are tried in configuration order, first "
         "match wins, so list exclusions and longer paths first. Inside `<Location>` the path "
-        "is omitted. The URL is `http://`, `https://` or `balancer://`, without a query. "
+        "is omitted. The URL is `http://`, `https://` or `balancer://name/path` (see "
+        "`<Proxy>`; on a balancer URL the keys are ProxySet's, plus the buffering switches), "
+        "without a query. "
         "Worker keys (case-insensitive): `timeout` (integer seconds >= 1, default "
         "ProxyTimeout), `connectiontimeout` (seconds, or with a unit such as `500ms`; "
         "default `timeout`), `ttl` (seconds an idle pooled connection may be reused), `max` "
-        "(concurrent requests to this backend across the server; 0 = no cap), `retry` "
+        "(on a BalancerMember: concurrent requests to it, per child; 0 = no cap), `retry` "
         "(seconds a failed backend is skipped, default 60, 0 = always retry), `keepalive` "
         "(TCP keep-alive probes on backend sockets), `disablereuse`/`enablereuse` "
         "(no connection pooling), `requestbuffering` (On by default: the whole request "
@@ -372,8 +374,8 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "Any other httpd key is refused by name (`ping`, `acquire`, `min`, ...); an "
         "unknown key is httpd's 'unknown Worker parameter'. `timeout=5ms` is refused where "
         "httpd reads 5 seconds. The flags `nocanon`, `interpolate`, `noquery` and the `~` "
-        "regex form are not supported. `max` caps concurrent requests server-wide (httpd: "
-        "per-child connection pool size).",
+        "regex form are not supported. `max` is enforced on BalancerMembers (per child, "
+        "see there); on a plain ProxyPass it is accepted and not enforced yet.",
         usage="a virtual path and a URL",
     ),  # fmt: skip
     Declaration(
@@ -385,6 +387,75 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "path is omitted.",
         compat="Rules given in a `<Location>` apply to every response of the host.",
         usage="a virtual path and a URL for reverse proxy behaviour",
+    ),  # fmt: skip
+    Declaration(
+        "Proxy", VHOST, TAKE1, cv.proxy_section, st.proxy_section, module="mod_proxy",
+        syntax="<Proxy balancer://name> ... </Proxy>", default=None, section=True,
+        doc="A load balancer: `BalancerMember` lines name its members and `ProxySet` its "
+        "parameters; `ProxyPass /path balancer://name/...` sends requests to it. A "
+        "request goes to a member chosen by `lbmethod` among the usable members of the "
+        "lowest `lbset`; hot standbys (`status=+H`) of a set are used only when no other "
+        "member of that set is usable. A member that refuses connections or times out "
+        "connecting (with `failontimeout=On` also one that times out answering, and one "
+        "that answers a `failonstatus` code) is skipped for its `retry` seconds. A request "
+        "whose member failed before anything was sent (connect refused or timed out) "
+        "goes to another member, whatever its method; a GET, HEAD, OPTIONS, TRACE, PUT or "
+        "DELETE with a buffered body also fails over when the member failed before its "
+        "response began; a request whose bytes went out is otherwise never sent again. "
+        "With every member in error, or no member free before the queue `timeout`, the "
+        "client gets 503 with `Retry-After`.",
+        compat="Only `balancer://` URLs (no `<Proxy *>` or worker sections). Balancer "
+        "names are server-wide, also when declared in a `<VirtualHost>`. Member error "
+        "state, `max` and the busy counts that `bybusyness` and `p2c` use are per child "
+        "process until the shared scoreboard exists (httpd keeps error state in shared "
+        "memory; its `max` is per child too). No sticky sessions, hot spares (`+R`), "
+        "`forcerecovery` or balancer-manager; a balancer with no members answers 503.",
+        usage="Container for directives affecting resources located in the proxied "
+        "location",
+    ),  # fmt: skip
+    Declaration(
+        "BalancerMember", VHOST | Context.PROXY, RAW, cv.balancer_member,
+        st.balancer_member, module="mod_proxy",
+        syntax="BalancerMember [balancer://name] url [key=value ...]", default=None,
+        doc="Adds a member (an `http://` or `https://` URL; a trailing `/` is dropped) to "
+        "the balancer of the enclosing `<Proxy>`, or to the one named first when outside. "
+        "The request path is the member URL's path followed by what the balancer URL of "
+        "the ProxyPass makes of it. Keys: those of ProxyPass (`timeout`, "
+        "`connectiontimeout`, `ttl`, `retry`, `keepalive`, `disablereuse`/`enablereuse`) "
+        "and `loadfactor` (weight 1-100, default 1), `lbset` (0-99, default 0: lower sets "
+        "are used first), `status` (`+H` hot standby, `+D` disabled, `+S` stopped, `+I` "
+        "ignore errors: never put in error state; `-X` clears a flag), `route` (kept for "
+        "sticky sessions, not used yet), and `max`: at most that many requests to the "
+        "member at once; more wait, first come first served, up to the balancer's "
+        "`timeout`, for this member or another one of the same set.",
+        compat="**`max` is counted per child process** in this version (as httpd's pool "
+        "size is), so the server-wide cap is `max` x the number of children; a shared "
+        "count comes with the scoreboard. `requestbuffering`/`responsebuffering`/"
+        "`flushpackets` belong on the ProxyPass line. Status flags `E`, `R`, `N`, `C` are "
+        "refused.",
+        usage="A balancer name and scheme with list of params",
+    ),  # fmt: skip
+    Declaration(
+        "ProxySet", VHOST | Context.PROXY, RAW, cv.proxy_set, st.proxy_set,
+        module="mod_proxy", syntax="ProxySet [balancer://name] key=value ...",
+        default=None,
+        doc="Balancer parameters (also accepted on the balancer's ProxyPass line, the later "
+        "one winning): `lbmethod` (`byrequests`: smooth weighted round robin by "
+        "`loadfactor`, the default; `bybusyness`: fewest requests in flight, ties by "
+        "weighted round robin; `p2c`: power of two random choices, see below), `timeout` "
+        "(seconds a request may wait for a member under its `max`; default 0: no wait, "
+        "503 at once), `maxattempts` (failovers per request; default members - 1, at "
+        "least 1), `nofailover` (On: never fail over), `failonstatus` (comma list of "
+        "statuses that put the member in error; the response still goes to the client), "
+        "`failontimeout` (On: a member that does not answer within its `timeout` goes in "
+        "error). `p2c` samples two members at random (weighted by `loadfactor`) and takes "
+        "the one with fewer requests in flight per unit of weight: nearly as good as "
+        "`bybusyness` at spreading load, but many choosers acting on the same (or stale, "
+        "per-child) counts do not all pile onto the one idlest member at once.",
+        compat="Worker URLs (`ProxySet http://...`) are refused: set worker keys on "
+        "ProxyPass or BalancerMember. `bytraffic`, `heartbeat`, `stickysession`, "
+        "`forcerecovery`, `growth` and `nonce` are not supported.",
+        usage="A balancer or worker name with list of params",
     ),  # fmt: skip
     Declaration(
         "ProxyPassInherit", VHOST, FLAG, cv.on_off, st.proxy_pass_inherit, module="mod_proxy",

@@ -28,6 +28,8 @@ from proxympm.config.grammar import Node, Reader, Section
 from proxympm.config.model import (
     COMBINED_LOG_FORMAT,
     COMMON_LOG_FORMAT,
+    Balancer,
+    BalancerSettings,
     CustomLog,
     HostConfig,
     Listen,
@@ -70,14 +72,15 @@ def load_config(
     warnings = list(reader.warnings)
     server = ServerScope(main=HostScope(where=""))
     _walk(tree, Scope(server, server.main, Context.SERVER), root, warnings)
-    main = _build_host(server.main, None, None, root)
+    balancers = _balancers(server)
+    main = _build_host(server.main, None, None, root, balancers)
     vhosts = tuple(
-        VirtualHost(v.addresses, _build_host(v.host, server.main, main, root))
+        VirtualHost(v.addresses, _build_host(v.host, server.main, main, root, balancers))
         for v in server.vhosts
     )
     _check_listeners(server.listens, config_file, reader.line_counts.get(config_file, 0))
     _check_certificates(server, main, vhosts)
-    _check_proxy_tls(main, vhosts)
+    _check_proxy_tls(main, vhosts, balancers)
     settings = dict(server.settings)
     settings.update(clamp_mpm(settings, warnings))
     settings.setdefault("pid_file", os.path.join(root, DEFAULT_PID_FILE))
@@ -87,6 +90,7 @@ def load_config(
         listens=tuple(server.listens),
         main=main,
         vhosts=vhosts,
+        balancers=tuple(balancers.values()),
         error_log=main.error_log or os.path.join(root, DEFAULT_ERROR_LOG),
         module_log_levels=tuple(server.module_log_levels.items()),
         defines=tuple(reader.define_names),
@@ -152,8 +156,17 @@ def _check_context(declaration: Declaration, context: Context, name: str) -> Non
 # Building hosts
 
 
+def _balancers(server: ServerScope) -> dict[str, Balancer]:
+    return {
+        name: Balancer(name, tuple(b.members), BalancerSettings(**b.settings),  # type: ignore[arg-type]
+                       b.where)
+        for name, b in server.balancers.items()
+    }
+
+
 def _build_host(
-    scope: HostScope, main_scope: HostScope | None, main: HostConfig | None, root: str
+    scope: HostScope, main_scope: HostScope | None, main: HostConfig | None, root: str,
+    balancers: dict[str, Balancer] | None = None,
 ) -> HostConfig:
     """Freeze one host; a vhost (``main`` given) takes unset values from ``main``."""
     base = main or HostConfig(error_log=os.path.join(root, DEFAULT_ERROR_LOG))
@@ -161,7 +174,7 @@ def _build_host(
     return HostConfig(
         server_aliases=tuple(scope.aliases),
         routes=_routes(scope, main_scope),
-        reverse_rules=_reverse_rules(scope, main_scope),
+        reverse_rules=_reverse_rules(scope, main_scope, balancers or {}),
         tls=dataclasses.replace(base.tls, **scope.tls),  # type: ignore[arg-type]
         proxy_tls=dataclasses.replace(base.proxy_tls, **scope.proxy_tls),  # type: ignore[arg-type]
         custom_logs=_custom_logs(scope, main_scope, main),
@@ -187,11 +200,27 @@ def _routes(scope: HostScope, main: HostScope | None) -> tuple[ProxyRoute, ...]:
     return (*_location_routes(scope), *_location_routes(main), *server_level)
 
 
-def _reverse_rules(scope: HostScope, main: HostScope | None) -> tuple[ReverseRule, ...]:
+def _reverse_rules(
+    scope: HostScope, main: HostScope | None, balancers: dict[str, Balancer]
+) -> tuple[ReverseRule, ...]:
     hosts = [scope] if main is None else [main, scope]
     rules = [r for h in hosts for r in h.reverse_rules]
     rules += [r for h in hosts for loc in h.locations for r in loc.reverse_rules]
-    return tuple(rules)
+    return tuple(x for r in rules for x in _expand_balancer(r, balancers))
+
+
+def _expand_balancer(rule: ReverseRule, balancers: dict[str, Balancer]) -> list[ReverseRule]:
+    """``ProxyPassReverse /p balancer://name/x`` means one rule per member URL + ``/x``
+    (httpd's ``ap_proxy_location_reverse_map`` walks the members the same way)."""
+    if rule.url[:11].lower() != "balancer://":
+        return [rule]
+    name, _, rest = rule.url[11:].partition("/")
+    balancer = balancers.get("balancer://" + name.lower())
+    if balancer is None or not balancer.members:
+        return [rule]
+    return [dataclasses.replace(rule, url=f"{m.url}/{rest}" if rest or rule.url.endswith("/")
+                                else m.url)
+            for m in balancer.members]
 
 
 def _custom_logs(
@@ -287,7 +316,8 @@ def _check_certificates(
             )
 
 
-def _check_proxy_tls(main: HostConfig, vhosts: tuple[VirtualHost, ...]) -> None:
+def _check_proxy_tls(main: HostConfig, vhosts: tuple[VirtualHost, ...],
+                     balancers: dict[str, Balancer] | None = None) -> None:
     """An ``https://`` ProxyPass needs SSLProxyEngine on in the host that uses it.
 
     httpd starts with such a config and answers 500 (AH00961) to every request for
@@ -308,10 +338,17 @@ def _check_proxy_tls(main: HostConfig, vhosts: tuple[VirtualHost, ...]) -> None:
         if host.proxy_tls.engine:
             continue
         for route in host.routes:
-            if route.url is not None and route.url[:8].lower() == "https://":
+            urls = [route.url] if route.url is not None else []
+            if route.url is not None and route.url[:11].lower() == "balancer://":
+                name = "balancer://" + route.url[11:].split("/", 1)[0].lower()
+                found = (balancers or {}).get(name)
+                urls = [m.url for m in found.members] if found else []
+            for url in urls:
+                if url[:8].lower() != "https://":
+                    continue
                 file, line = _split_where(route.where)
                 raise ConfigError(
-                    f"AH00961: ProxyPass to {route.url} needs SSLProxyEngine on in "
+                    f"AH00961: ProxyPass to {url} needs SSLProxyEngine on in "
                     f"{label} (httpd would answer 500 to every request for it)",
                     file,
                     line,

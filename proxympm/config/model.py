@@ -48,6 +48,42 @@ class WorkerParams:
     disablereuse: bool = False
     request_buffering: bool = True  # read the whole request body before going upstream
     response_buffering: bool = True  # spool what a slow client cannot take yet
+    # BalancerMember only (refused on ProxyPass):
+    loadfactor: float = 1.0  # weight, 1..100
+    lbset: int = 0  # cluster set: lower sets are tried first
+    status: str = ""  # flags set: D disabled, S stopped, I ignore errors, H hot standby
+    route: str = ""  # sticky route name (kept; sticky sessions are not implemented yet)
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerSettings:
+    """Balancer keys (``ProxySet`` in ``<Proxy balancer://...>`` or on its ProxyPass)."""
+
+    lbmethod: str = "byrequests"  # byrequests | bybusyness | p2c
+    timeout: float = 0.0  # longest wait in the queue for a member under its max; 0: none
+    maxattempts: int | None = None  # failover attempts; None: members - 1 (at least 1)
+    nofailover: bool = False
+    failonstatus: tuple[int, ...] = ()
+    failontimeout: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerMember:
+    """``BalancerMember url [key=value ...]``: ``url`` without a trailing '/'."""
+
+    url: str
+    params: WorkerParams = field(default_factory=WorkerParams)
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Balancer:
+    """``<Proxy balancer://name>``: its members and settings (server-wide namespace)."""
+
+    name: str  # "balancer://name", the name lower-cased
+    members: tuple[BalancerMember, ...] = ()
+    settings: BalancerSettings = field(default_factory=BalancerSettings)
+    where: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +98,8 @@ class ProxyRoute:
     url: str | None
     params: WorkerParams = field(default_factory=WorkerParams)
     where: str = ""
+    # balancer:// URL only: balancer keys given on the ProxyPass line, in order
+    balancer_settings: tuple[tuple[str, object], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +225,7 @@ class ServerConfig:
     listens: tuple[Listen, ...]
     main: HostConfig
     vhosts: tuple[VirtualHost, ...] = ()
+    balancers: tuple[Balancer, ...] = ()
     listen_backlog: int = 511
     pid_file: str = "logs/httpd.pid"
     start_servers: int = 3

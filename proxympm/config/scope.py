@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from proxympm.config.model import Listen, ProxyRoute, ReverseRule
+from proxympm.config.model import BalancerMember, Listen, ProxyRoute, ReverseRule
 
 
 class Context(enum.Flag):
@@ -21,7 +21,7 @@ class Context(enum.Flag):
     SERVER = enum.auto()  # the main server, outside any section
     VIRTUALHOST = enum.auto()  # directly inside <VirtualHost>
     LOCATION = enum.auto()  # inside <Location>
-    PROXY = enum.auto()  # inside <Proxy> (reserved for balancer members)
+    PROXY = enum.auto()  # inside <Proxy balancer://...>
 
 
 @dataclass(slots=True)
@@ -63,6 +63,16 @@ class HostScope:
 
 
 @dataclass(slots=True)
+class BalancerScope:
+    """One balancer, from its ``<Proxy>``, BalancerMember, ProxySet and ProxyPass lines."""
+
+    name: str  # "balancer://name"
+    where: str
+    members: list[BalancerMember] = field(default_factory=list)
+    settings: dict[str, object] = field(default_factory=dict)  # BalancerSettings fields
+
+
+@dataclass(slots=True)
 class VirtualHostScope:
     addresses: tuple[tuple[str, int], ...]
     host: HostScope
@@ -77,6 +87,7 @@ class ServerScope:
     listens: list[Listen] = field(default_factory=list)
     module_log_levels: dict[str, str] = field(default_factory=dict)
     vhosts: list[VirtualHostScope] = field(default_factory=list)
+    balancers: dict[str, BalancerScope] = field(default_factory=dict)  # by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +96,11 @@ class Scope:
     host: HostScope
     context: Context
     location: LocationScope | None = None
+    balancer: BalancerScope | None = None  # inside <Proxy balancer://...>
+
+    def balancer_named(self, name: str, where: str) -> BalancerScope:
+        """The balancer called ``name``, created on first mention (as httpd does)."""
+        found = self.server.balancers.get(name)
+        if found is None:
+            found = self.server.balancers[name] = BalancerScope(name, where)
+        return found

@@ -106,6 +106,9 @@ def server_alias(scope: Scope, inv: Invocation, value: Any) -> None:
 
 
 def proxy_pass(scope: Scope, inv: Invocation, value: Any) -> None:
+    if value.url is not None and value.url[:11].lower() == "balancer://":
+        name = "balancer://" + value.url[11:].split("/", 1)[0].lower()
+        scope.balancer_named(name, inv.where).settings.update(value.balancer_settings)
     if scope.location is None:
         scope.host.routes.append(value)
         return
@@ -115,6 +118,40 @@ def proxy_pass(scope: Scope, inv: Invocation, value: Any) -> None:
             "a <Location> holds one ProxyPass"
         )
     scope.location.route = value
+
+
+def proxy_section(scope: Scope, inv: Invocation, value: Any) -> Scope:
+    balancer = scope.balancer_named(value, inv.where)
+    if not balancer.where or balancer.where == "-":
+        balancer.where = inv.where
+    return Scope(scope.server, scope.host, Context.PROXY, balancer=balancer)
+
+
+def _balancer_for(scope: Scope, inv: Invocation, name: str | None) -> Any:
+    if name is not None:
+        if scope.balancer is not None and scope.balancer.name != name:
+            raise DirectiveError(f"{inv.name}: balancer {name} given inside "
+                                 f"<Proxy {scope.balancer.name}>")
+        return scope.balancer_named(name, inv.where)
+    if scope.balancer is None:
+        raise DirectiveError(f"{inv.name} must define balancer name when outside <Proxy> "
+                             "section")
+    return scope.balancer
+
+
+def balancer_member(scope: Scope, inv: Invocation, value: Any) -> None:
+    name, member = value
+    balancer = _balancer_for(scope, inv, name)
+    for known in balancer.members:
+        if known.url.lower() == member.url.lower():
+            raise DirectiveError(f"BalancerMember {member.url} is already a member of "
+                                 f"{balancer.name} (at {known.where})")
+    balancer.members.append(member)
+
+
+def proxy_set(scope: Scope, inv: Invocation, value: Any) -> None:
+    name, settings = value
+    _balancer_for(scope, inv, name).settings.update(settings)
 
 
 def proxy_pass_reverse(scope: Scope, inv: Invocation, value: Any) -> None:

@@ -16,6 +16,7 @@ the BackendState error flag (a float written whole, read without a lock).
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import time
@@ -27,8 +28,9 @@ from proxympm.http.body import BodyDecoder
 from proxympm.http.errors import HTTPError
 from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response, read_response_head
-from proxympm.http.serialize import HeaderInjection
+from proxympm.http.serialize import HeaderInjection, error_response
 from proxympm.proxy import upstream
+from proxympm.proxy.balancer import Balancer, Member, Verdict
 from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.pool import BackendState, Pool, Upstream
 from proxympm.proxy.relay import RelayError, ResponseRelay
@@ -137,7 +139,85 @@ class Exchange:
                 host_cfg: HostConfig,
                 target: Target, params: WorkerParams, upstream_path: bytes,
                 client_keepalive: bool) -> Outcome:
+        if target.balancer is not None:
+            return self._balanced(client, peer, req, body, body_parts, body_file, host_cfg,
+                                  target.balancer, params, upstream_path, client_keepalive)
+        return self._attempt(client, peer, req, body, body_parts, body_file, host_cfg,
+                             target, params, upstream_path, client_keepalive)[0]
+
+    def _balanced(self, client: ClientSide, peer: tuple[str, int], req: Request,
+                  body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
+                  host_cfg: HostConfig, balancer: Balancer, route_params: WorkerParams,
+                  upstream_path: bytes, client_keepalive: bool) -> Outcome:
+        """One request through a balancer: pick a member (maybe after queueing),
+        forward, and on a failure that is safe to repeat, go to another member."""
+        settings = balancer.settings
+        deadline = time.monotonic() + settings.timeout
+        excluded: set[Member] = set()
+        tries = 0
+        gone = _client_gone_probe(client)
+        while True:
+            got = balancer.acquire(excluded, deadline, gone)
+            if isinstance(got, Verdict):
+                if got.reason == "down":
+                    self.log.error("proxy", f"AH01170: {balancer.name}: All workers are in "
+                                   "error state", peer)
+                else:
+                    self.log.error("proxy", f"AH00940: {balancer.name}: no member free within "
+                                   f"the balancer timeout ({settings.timeout:g}s)", peer)
+                return self._unavailable(req, body, balancer.name, got)
+            member = got
+            tries += 1
+            try:
+                out, may_fail_over = self._attempt(
+                    client, peer, req, body, body_parts, body_file, host_cfg, member.target,
+                    member.params, member.upstream_path(upstream_path), client_keepalive,
+                    member=member, balancer=balancer, buffering=route_params.response_buffering)
+            finally:
+                balancer.release(member)
+            if not out.error and out.status in settings.failonstatus:
+                if balancer.mark_failed(member):
+                    self.log.error("proxy", f"AH01110: {balancer.name}: forcing worker "
+                                   f"({member.name}) into error state due to status code "
+                                   f"{out.status} matching 'failonstatus'", peer)
+            if out.error and may_fail_over and tries <= balancer.maxattempts:
+                excluded.add(member)
+                self.log.info("proxy", f"{balancer.name}: {member.name} failed; trying "
+                              "another member", peer)
+                continue
+            if out.error == 503:
+                verdict = balancer.state(excluded)
+                if verdict is not None:
+                    return self._unavailable(req, body, balancer.name, verdict)
+            return out
+
+    def _unavailable(self, req: Request, body: BodyDecoder, backend: str,
+                     verdict: Verdict) -> Outcome:
+        """503 with Retry-After, written by us (the worker's error path has no
+        extra headers); the connection closes, as after any 503 (httpd)."""
+        head_only = req.method == b"HEAD"
+        extra = [(b"Retry-After", b"%d" % verdict.retry_after)]
+        data = error_response(503, close=True, extra=extra, head_only=head_only)
+        head = data if head_only else error_response(503, close=True, extra=extra,
+                                                     head_only=True)
+        spool = Spool()
+        spool.append(data)
+        return Outcome(status=503, body_bytes=len(data) - len(head), bytes_out=len(data),
+                       backend=backend, client_keepalive=False, spool=spool)
+
+    def _attempt(self, client: ClientSide, peer: tuple[str, int], req: Request,
+                 body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
+                 host_cfg: HostConfig, target: Target, params: WorkerParams,
+                 upstream_path: bytes, client_keepalive: bool, member: Member | None = None,
+                 balancer: Balancer | None = None,
+                 buffering: bool | None = None) -> tuple[Outcome, bool]:
+        """One request on one backend. Returns the outcome and, if it failed, whether
+        nothing the backend could have acted on was sent (so another member may be
+        tried: a connect failure for any method; a failure before the response for a
+        replayable request)."""
         out = Outcome(backend=target.name, client_keepalive=client_keepalive)
+        if buffering is None:
+            buffering = params.response_buffering
         ctx: ssl.SSLContext | None = None
         sni = ""
         if target.scheme == "https":
@@ -148,11 +228,11 @@ class Exchange:
                    if host_cfg.preserve_host and req.host else target.host)
         state = self.pool.backend(target, f"{sni}|{id(ctx)}" if ctx is not None else "")
         now = time.monotonic()
-        if state.failed_until > now:
+        if member is None and state.failed_until > now:
             self.log.error("proxy", f"AH00940: HTTP: disabled connection for ({target.name})",
                            peer)
             out.error = 503
-            return out
+            return out, False
         timeout = params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
         buffered = body.done
         if not buffered:
@@ -171,7 +251,7 @@ class Exchange:
             attempts += 1
             up: Upstream | None = None
             reused = False
-            flow = _Flow(self, client, req, host_cfg, client_keepalive, params.response_buffering)
+            flow = _Flow(self, client, req, host_cfg, client_keepalive, buffering)
             try:
                 if not params.disablereuse:
                     up = self.pool.take_idle(state, params.ttl)
@@ -191,18 +271,31 @@ class Exchange:
                                   f"({exc.reason}); retrying on a fresh one", peer)
                     continue
                 self._log_failure(exc, target, peer)
-                if decision.mark_failed and params.retry > 0:
-                    state.failed_until = time.monotonic() + params.retry
-                    self.log.error("proxy", f"AH00959: ap_proxy_connect_backend disabling "
-                                   f"worker for ({target.name}) for {params.retry:g}s", peer)
+                mark = decision.mark_failed or (
+                    balancer is not None and balancer.settings.failontimeout
+                    and exc.timeout and exc.phase == "read_head")
+                if mark and params.retry > 0:
+                    if member is None:
+                        state.failed_until = time.monotonic() + params.retry
+                        marked = True
+                    else:
+                        assert balancer is not None
+                        marked = balancer.mark_failed(member)
+                    if marked:
+                        self.log.error("proxy", f"AH00959: ap_proxy_connect_backend "
+                                       f"disabling worker for ({target.name}) for "
+                                       f"{params.retry:g}s", peer)
                 out.error = decision.status
-                return out
+                # nothing sent (connect/TLS), or nothing answered to a replayable request
+                safe = exc.phase in ("connect", "tls") or (
+                    replayable and exc.phase in ("send", "read_head") and exc.before_response)
+                return out, safe
             except ClientBodyError as exc:
                 if up is not None:
                     up.sock.close()
                 self.log.info("proxy", f"client request body broken: {exc.detail}", peer)
                 out.error = exc.status
-                return out
+                return out, False
             except (HTTPError, HeaderInjection) as exc:  # invalid response head
                 if up is not None:
                     up.sock.close()
@@ -210,18 +303,18 @@ class Exchange:
                 self.log.error("proxy", f"AH01102: invalid response from {target.name}: "
                                f"{detail}", peer)
                 out.error = 502
-                return out
+                return out, False
             except RelayError as exc:
                 flow.abort(out, f"AH01110: error reading the response body from "
                            f"{target.name}: {exc}")
-                return out
+                return out, False
             except BaseException:
                 if up is not None:
                     up.sock.close()  # e.g. the client went away: never pool a half exchange
                 raise
             break
         flow.finish(state, params, timeout, out)
-        return out
+        return out, False
 
     # -- phases --------------------------------------------------------------------
 
@@ -478,6 +571,26 @@ class _Flow:
         out.body_bytes = relay.body_bytes
         out.bytes_out = relay.bytes_out
         out.client_keepalive = out.client_keepalive and relay.keepalive
+
+
+def _client_gone_probe(client: ClientSide):  # type: ignore[no-untyped-def]
+    """A check, for a request waiting in a balancer queue, that its client is still
+    there: the peer shut down its side, or the socket is in error (poll, no read:
+    pipelined bytes stay where they are)."""
+    events = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+
+    def gone() -> bool:
+        try:
+            fd = client.sock.fileno()
+            if fd < 0:
+                return True
+            poller = select.poll()
+            poller.register(fd, events)
+            return any(ev & events for _, ev in poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    return gone
 
 
 class ClientBodyError(HTTPError):

@@ -6,10 +6,15 @@ worker thread can use it without a lock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from proxympm.config.model import HostConfig, ProxyRoute, WorkerParams
+
+if TYPE_CHECKING:
+    from proxympm.proxy.balancer import Balancer, Balancers
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +26,8 @@ class Target:
     port: int
     base_path: bytes  # path prefix of the ProxyPass URL, as bytes
     name: str  # "http://host:port", for logs and the backend table
+    # a balancer:// route: the per-child balancer that picks the member per request
+    balancer: Balancer | None = field(default=None, compare=False)
 
     @property
     def host_header(self) -> bytes:
@@ -76,16 +83,49 @@ def alias_match(uri: bytes, prefix: bytes) -> int:
     return u
 
 
+def balancer_target(url: str, balancer: Balancer) -> Target:
+    """``balancer://name/path``: host is the name; members are chosen per request."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return Target("balancer", parts.netloc.lower(), 0, path.encode("ascii"),
+                  balancer.name, balancer)
+
+
 class Router:
-    """Routes of one host (the main server or a vhost), in configuration order."""
+    """Routes of one host (the main server or a vhost), in configuration order.
+
+    ``balancers`` is the child's one registry, so that every host's routes to a
+    balancer share its state (busy counts, error state, queue)."""
 
     __slots__ = ("routes",)
 
-    def __init__(self, routes: tuple[ProxyRoute, ...]) -> None:
+    def __init__(self, routes: tuple[ProxyRoute, ...], balancers: Balancers | None = None) -> None:
         self.routes = tuple(
-            Route(r.path.encode("ascii"), parse_target(r.url) if r.url else None, r.params)
+            Route(r.path.encode("ascii"), self._target(r.url, balancers) if r.url else None,
+                  r.params)
             for r in routes
         )
+
+    @staticmethod
+    def _target(url: str, balancers: Balancers | None) -> Target:
+        if url[:11].lower() != "balancer://":
+            return parse_target(url)
+        if balancers is None:
+            from proxympm.proxy.balancer import Balancers
+
+            balancers = Balancers(())
+        return balancer_target(url, balancers.get(url))
+
+    def backends(self) -> Iterator[Target]:
+        """Every backend origin these routes may use (balancer members included)."""
+        for route in self.routes:
+            target = route.target
+            if target is None:
+                continue
+            if target.balancer is not None:
+                yield from (m.target for m in target.balancer.members)
+            else:
+                yield target
 
     def match(self, path: bytes) -> tuple[Route, bytes] | None:
         """First route that matches, and the upstream path (base + the rest)."""
@@ -108,9 +148,10 @@ class Router:
         return None
 
 
-def routers_for(hosts: tuple[HostConfig, ...]) -> dict[int, Router]:
+def routers_for(hosts: tuple[HostConfig, ...],
+                balancers: Balancers | None = None) -> dict[int, Router]:
     """One Router per HostConfig, keyed by id() of the (immutable) config object."""
-    return {id(h): Router(h.routes) for h in hosts}
+    return {id(h): Router(h.routes, balancers) for h in hosts}
 
 
 class HostTable:

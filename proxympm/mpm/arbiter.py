@@ -187,13 +187,20 @@ class Arbiter:
                 except ProcessLookupError:
                     pass
 
-    def _wait_children(self, timeout: float) -> None:
-        """httpd's reclaim: TERM again now and then, KILL at the end."""
-        deadline = time.monotonic() + timeout
-        while self.children and time.monotonic() < deadline:
+    def _wait_children(self, timeout: float = 9.0) -> None:
+        """httpd's reclaim after a TERM: TERM again at 3, 5 and 7 s, KILL at ``timeout``."""
+        start = time.monotonic()
+        resend = [3.0, 5.0, 7.0]
+        while self.children and time.monotonic() - start < timeout:
             self._reap()
+            if resend and time.monotonic() - start >= resend[0]:
+                resend.pop(0)
+                self._signal_children(signal.SIGTERM)
             time.sleep(0.05)
+        self._reap()
         if self.children:
+            self.log.error("mpm", f"AH00045: {len(self.children)} children did not exit; "
+                           "sending SIGKILL")
             self._signal_children(signal.SIGKILL)
             while self.children:
                 try:
@@ -203,6 +210,38 @@ class Arbiter:
                 child = self.children.pop(pid, None)
                 if child is not None:
                     os.close(child.pod_w)
+
+    def _graceful_stop(self, wake_r: int) -> None:
+        """WINCH: children finish what they have; after GracefulShutdownTimeout (0:
+        no limit) they are sent TERM. A TERM to the arbiter meanwhile stops now."""
+        timeout = self.config.graceful_shutdown_timeout
+        deadline = time.monotonic() + timeout if timeout else None
+        while self.children:
+            self._sleep(wake_r, 0.1)
+            self._reap()
+            if any(sig in (signal.SIGTERM, signal.SIGINT) for sig in self.pending):
+                self.log.notice("mpm", "AH00491: caught SIGTERM, shutting down")
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                self.log.notice("mpm", f"AH00494: GracefulShutdownTimeout ({timeout:g}s) "
+                                f"passed; terminating {len(self.children)} children")
+                break
+        if self.children:
+            self._signal_children(signal.SIGTERM)
+            self._wait_children()
+
+    @staticmethod
+    def _sleep(wake_r: int, timeout: float) -> None:
+        """Wait for a signal (the wake-up pipe) or ``timeout``; drain the pipe."""
+        try:
+            select.select([wake_r], [], [], timeout)
+        except InterruptedError:
+            pass
+        try:
+            while os.read(wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
 
     # -- pid file --------------------------------------------------------------------
 
@@ -252,22 +291,14 @@ class Arbiter:
         try:
             self._fill()
             while True:
-                try:
-                    select.select([wake_r], [], [], 1.0)
-                except InterruptedError:
-                    pass
-                try:
-                    while os.read(wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
+                self._sleep(wake_r, 1.0)
                 self._reap()
                 pending, self.pending = self.pending, []
                 for sig in pending:
                     if sig in (signal.SIGTERM, signal.SIGINT):
                         self.log.notice("mpm", "AH00491: caught SIGTERM, shutting down")
                         self._signal_children(signal.SIGTERM)
-                        self._wait_children(10.0)
+                        self._wait_children()
                         return 0
                     if sig == signal.SIGWINCH:
                         self.log.notice("mpm", "AH00492: caught SIGWINCH, shutting down "
@@ -277,7 +308,7 @@ class Arbiter:
                             sock.close()
                         self.sockets.clear()
                         self._signal_children(signal.SIGWINCH)
-                        self._wait_children(self.config.graceful_shutdown_timeout or 3600.0)
+                        self._graceful_stop(wake_r)
                         return 0
                     if sig == signal.SIGUSR1:
                         self.log.notice("mpm", "AH00493: SIGUSR1 received.  Doing graceful "
@@ -292,7 +323,7 @@ class Arbiter:
                                         "restart")
                         if self._reload():
                             self._signal_children(signal.SIGTERM)
-                            self._wait_children(10.0)
+                            self._wait_children()
                             self.generation += 1
                             self.backoff = self.next_spawn = 0.0
                 self._fill()

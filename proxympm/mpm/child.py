@@ -182,8 +182,14 @@ class Child:
                 break
         for _ in self.workers:
             self.work_queue.put(None)
-        end = time.monotonic() + (5.0 if graceful else 0.5)
+        # After a graceful stop that ran its course the workers are idle and leave
+        # at once; after a cut one (timeout, or TERM) in-flight requests are dropped.
+        cut = listener.thread.is_alive() or self.stop_request == "now"
+        end = time.monotonic() + (0.5 if cut or not graceful else 5.0)
         for w in self.workers:
-            w.thread.join(max(0.0, end - time.monotonic()))
+            while w.thread.is_alive() and time.monotonic() < end:
+                w.thread.join(0.1)
+                if graceful and self.stop_request == "now":
+                    end = min(end, time.monotonic() + 0.5)
         self.exchange.pool.close_all()
         threading.enumerate()  # nothing else to wait for; daemon threads die with us

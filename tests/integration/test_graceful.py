@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import requests
 from requests.adapters import HTTPAdapter
 
+from tests.support import procs
 from tests.support.backend import Backend
 from tests.support.net import port_accepts
 from tests.support.servers import Proxy
@@ -177,3 +178,155 @@ def test_listening_socket_never_refuses_during_restarts(
         t.join(10)
     assert not refused, refused
     assert requests.get(f"{proxy.url}/after", timeout=10).status_code == 200
+
+
+# -- a new config that cannot be served ------------------------------------------------
+
+
+def _serves(proxy: Proxy, path: str = "/check") -> None:
+    r = requests.get(f"{proxy.url}{path}", timeout=10)
+    assert r.status_code == 200, r.text
+
+
+def _refused_reload_keeps_old(proxy: Proxy, bad: str, mentions: str) -> None:
+    good = proxy.conf_path.read_text()
+    old = set(proxy.children())
+    proxy.conf_path.write_text(good + bad)
+    load = Load(proxy.url, keepalive_threads=2, new_conn_threads=2).start()
+    try:
+        os.kill(proxy.pid, signal.SIGUSR1)
+        proxy.wait_for_log("error", "AH00526: new configuration refused", timeout=10)
+        time.sleep(0.5)
+    finally:
+        load.finish()
+    assert not load.failures, load.failures[:10]
+    assert mentions in proxy.error_log(), proxy.error_log()
+    assert set(proxy.children()) == old, "a refused config must not replace the children"
+    _serves(proxy)
+    # fixed again: the next graceful restart takes it
+    proxy.conf_path.write_text(good)
+    os.kill(proxy.pid, signal.SIGUSR1)
+    _generation_up(proxy, old, 2)
+    _serves(proxy, "/fixed")
+
+
+def test_syntax_error_on_graceful_keeps_old_config_serving(
+    proxympm: Callable[..., Proxy], backend: Backend
+) -> None:
+    proxy = proxympm(CONFIG, b=backend.port, wait_children=2)
+    _refused_reload_keeps_old(proxy, "NoSuchDirective here\n", "NoSuchDirective")
+
+
+def test_missing_certificate_on_graceful_keeps_old_config_serving(
+    proxympm: Callable[..., Proxy], backend: Backend, free_port: Callable[[], int],
+    certs: object,
+) -> None:
+    proxy = proxympm(CONFIG, b=backend.port, wait_children=2)
+    tls_port = free_port()
+    bad = f"""
+Listen 127.0.0.1:{tls_port} https
+<VirtualHost 127.0.0.1:{tls_port}>
+    ServerName localhost
+    SSLEngine on
+    SSLCertificateFile {proxy.dir}/missing-cert.pem
+    SSLCertificateKeyFile {proxy.dir}/missing-key.pem
+    ProxyPass / http://127.0.0.1:{backend.port}/
+</VirtualHost>
+"""
+    _refused_reload_keeps_old(proxy, bad, "missing-cert.pem")
+    assert not port_accepts(tls_port), "a refused config must not open its listeners"
+
+
+def test_k_graceful_with_bad_config_sends_nothing(
+    proxympm: Callable[..., Proxy], proxympm_cli: Cli, backend: Backend
+) -> None:
+    proxy = proxympm(CONFIG, b=backend.port, wait_children=2)
+    old = set(proxy.children())
+    good = proxy.conf_path.read_text()
+    proxy.conf_path.write_text(good + "ThreadsPerChild lots\n")
+    r = proxympm_cli("-f", str(proxy.conf_path), "-k", "graceful")
+    assert r.returncode == 1 and "ThreadsPerChild" in r.stderr, r.stdout + r.stderr
+    time.sleep(0.5)
+    assert "AH00493" not in proxy.error_log()
+    assert set(proxy.children()) == old
+    _serves(proxy)
+
+
+# -- HUP restart, WINCH graceful stop, -k ----------------------------------------------
+
+
+def test_hup_restart_replaces_children_and_keeps_listening(
+    proxympm: Callable[..., Proxy], proxympm_cli: Cli, backend: Backend
+) -> None:
+    proxy = proxympm(CONFIG, b=backend.port, wait_children=2)
+    for how in ("signal", "-k"):
+        old = set(proxy.children())
+        if how == "signal":
+            os.kill(proxy.pid, signal.SIGHUP)
+        else:
+            r = proxympm_cli("-f", str(proxy.conf_path), "-k", "restart")
+            assert r.returncode == 0, r.stdout + r.stderr
+        new = _generation_up(proxy, old, 2)
+        deadline = time.monotonic() + 10
+        while set(proxy.children()) & old:
+            assert time.monotonic() < deadline, "old children survived a restart"
+            time.sleep(0.05)
+        assert set(proxy.children()) == new
+        _serves(proxy, f"/after-{how}")
+    assert proxy.error_log().count("AH00494") == 2
+    assert int(proxy.pid_file.read_text()) == proxy.pid
+
+
+def _slow_request(url: str, result: dict[str, object]) -> threading.Thread:
+    def run() -> None:
+        try:
+            result["status"] = requests.get(url, timeout=30).status_code
+        except requests.RequestException as exc:
+            result["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_graceful_stop_finishes_inflight_request(
+    proxympm: Callable[..., Proxy], proxympm_cli: Cli, backend: Backend
+) -> None:
+    proxy = proxympm(CONFIG, b=backend.port, wait_children=2)
+    tree = proxy.tree()
+    result: dict[str, object] = {}
+    t = _slow_request(f"{proxy.url}/slow/2", result)
+    backend.wait_for_requests(1)
+    r = proxympm_cli("-f", str(proxy.conf_path), "-k", "graceful-stop")
+    assert r.returncode == 0, r.stdout + r.stderr
+    deadline = time.monotonic() + 5
+    while port_accepts(proxy.port):  # listeners close at once
+        assert time.monotonic() < deadline, "still accepting after graceful-stop"
+        time.sleep(0.05)
+    assert not proxy.pid_file.exists(), "graceful-stop removes the PidFile"
+    t.join(15)
+    assert result == {"status": 200}
+    assert proxy.proc is not None
+    assert proxy.proc.wait(10) == 0
+    assert not procs.wait_gone(tree, 5)
+    assert "AH00492" in proxy.error_log()
+
+
+def test_graceful_stop_timeout_terminates_children(
+    proxympm: Callable[..., Proxy], backend: Backend
+) -> None:
+    proxy = proxympm(CONFIG + "GracefulShutdownTimeout 1\n", b=backend.port,
+                     wait_children=2)
+    tree = proxy.tree()
+    result: dict[str, object] = {}
+    t = _slow_request(f"{proxy.url}/slow/8", result)
+    backend.wait_for_requests(1)
+    started = time.monotonic()
+    os.kill(proxy.pid, signal.SIGWINCH)
+    assert proxy.proc is not None
+    assert proxy.proc.wait(10) == 0
+    took = time.monotonic() - started
+    assert took < 5, f"arbiter took {took:.1f}s with GracefulShutdownTimeout 1"
+    assert not procs.wait_gone(tree, 5)
+    t.join(10)
+    assert "error" in result, "the in-flight request outlived the timeout"

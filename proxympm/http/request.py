@@ -105,14 +105,12 @@ _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 class _Collector:
-    """httptools callback target; collects header fields for one head (and their
-    lowercase names, computed once here for every later lookup)."""
+    """httptools callback target; collects header fields for one head."""
 
-    __slots__ = ("headers", "lnames", "count", "field_limit", "fields_limit")
+    __slots__ = ("headers", "count", "field_limit", "fields_limit")
 
     def __init__(self, field_limit: int, fields_limit: int) -> None:
         self.headers: Headers = []
-        self.lnames: list[bytes] = []
         self.count = 0
         self.field_limit = field_limit
         self.fields_limit = fields_limit
@@ -124,7 +122,6 @@ class _Collector:
         if len(name) + len(value) + 2 > self.field_limit:
             raise HTTPError(431, "header field too large")
         self.headers.append((name, value.rstrip(OWS)))
-        self.lnames.append(name.lower())
 
 
 _INTERESTING = frozenset(
@@ -215,11 +212,10 @@ class RequestReader:
     def _unknown_coding(self) -> bool:
         """llhttp refuses a request whose codings do not end in chunked; that is a 501
         (unknown coding) when chunked is absent, a 400 (ambiguous framing) otherwise."""
-        col = self._collector
         codings = [
             c.strip(OWS).lower()
-            for lname, (_, value) in zip(col.lnames, col.headers, strict=True)
-            if lname == b"transfer-encoding"
+            for name, value in self._collector.headers
+            if name.lower() == b"transfer-encoding"
             for c in value.split(b",")
         ]
         return bool(codings) and b"chunked" not in codings
@@ -233,9 +229,9 @@ class RequestReader:
         req.target = target
         req.version = b"1.0" if minor == b"0" else b"1.1"
         req.head_size = head_len
-        col = self._collector
-        req.headers = headers = col.headers
-        req.lnames = lnames = col.lnames
+        req.headers = headers = self._collector.headers
+        # lowercase names once, for every later lookup (here, upstream_request_head)
+        req.lnames = lnames = [name.lower() for name, _ in headers]
 
         host_values: list[bytes] = []
         te_values: list[bytes] = []

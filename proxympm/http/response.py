@@ -39,17 +39,24 @@ _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 class _Collector:
-    __slots__ = ("headers", "lnames")
+    __slots__ = ("headers",)
 
     def __init__(self) -> None:
         self.headers: Headers = []
-        self.lnames: list[bytes] = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) + 2 > MAX_RESPONSE_FIELD:
             raise HTTPError(502, "upstream response header field too large")
         self.headers.append((name, value.rstrip(OWS)))
-        self.lnames.append(name.lower())
+
+
+class _SmallCollector(_Collector):
+    """For a head no longer than MAX_RESPONSE_FIELD: no field in it can be longer."""
+
+    __slots__ = ()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value.rstrip(OWS)))
 
 
 def read_response_head(buf: bytearray) -> Response | None:
@@ -66,12 +73,16 @@ def read_response_head(buf: bytearray) -> Response | None:
     head_len = end + 4
     eol = buf.find(b"\r\n")
     m = STATUS_LINE.fullmatch(buf, 0, eol + 2)
-    if m is None or m.group("major") != b"1":
+    if m is None:
         raise HTTPError(502, "invalid upstream status line")
-    collector = _Collector()
+    major, minor, code, reason = m.groups()
+    if major != b"1":
+        raise HTTPError(502, "invalid upstream status line")
+    # a field line is shorter than the head: the per-field limit needs no check
+    collector = _SmallCollector() if head_len <= MAX_RESPONSE_FIELD else _Collector()
     parser = httptools.HttpResponseParser(collector)
     try:
-        parser.feed_data(memoryview(buf)[:head_len])
+        parser.feed_data(buf[:head_len])
     except httptools.HttpParserUpgrade:
         pass
     except httptools.HttpParserCallbackError as exc:
@@ -83,11 +94,11 @@ def read_response_head(buf: bytearray) -> Response | None:
         raise HTTPError(502, f"invalid upstream response head: {exc}") from None
 
     resp = Response()
-    resp.status = int(m.group("code"))  # three ASCII digits, checked by the regex
-    resp.reason = m.group("reason") or b""
-    resp.version = b"1.0" if m.group("minor") == b"0" else b"1.1"
+    resp.status = int(code)  # three ASCII digits, checked by the regex
+    resp.reason = reason or b""
+    resp.version = b"1.0" if minor == b"0" else b"1.1"
     resp.headers = headers = collector.headers
-    resp.lnames = lnames = collector.lnames
+    resp.lnames = lnames = [name.lower() for name, _ in headers]
     resp.head_size = head_len
     tokens: set[bytes] | None = None
     te: list[bytes] | None = None

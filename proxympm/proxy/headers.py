@@ -32,6 +32,7 @@ _RESPONSE_DROP = frozenset(
         b"transfer-encoding", b"upgrade", b"content-length",
     }
 )
+_REQUEST_SPECIAL = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"via"})
 _LOCATION_FIELDS = frozenset({b"location", b"content-location", b"uri"})
 SERVER_VERSION = b"proxympm/" + __version__.encode("ascii")
 
@@ -55,12 +56,10 @@ def upstream_request_head(
     drop = _REQUEST_DROP | req.connection_tokens if req.connection_tokens else _REQUEST_DROP
     # Client fields, method and Host were validated by llhttp and our grammar; the
     # values made from configuration and the mapped path are checked here.
-    if FORBIDDEN_IN_VALUE.search(upstream_path) or b" " in upstream_path:
+    if FORBIDDEN_IN_VALUE.search(upstream_path):
         raise HeaderInjection(f"invalid upstream request target {upstream_path[:40]!r}")
-    _config_value(server_name)
-    out: list[bytes] = [b"%s %s HTTP/1.1\r\n" % (req.method, upstream_path)]
     host = req.host if host_cfg.preserve_host and req.host else _config_value(upstream_host)
-    out.append(b"Host: %s\r\n" % host)
+    out: list[bytes] = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (req.method, upstream_path, host)]
     xff: bytes | None = None
     via = host_cfg.via
     add_headers = host_cfg.add_headers
@@ -68,10 +67,11 @@ def upstream_request_head(
     lnames = req.lnames
     if len(lnames) != len(headers):  # a Request not built by RequestReader
         lnames = [name.lower() for name, _ in headers]
-    for lname, (name, value) in zip(lnames, headers, strict=True):
+    for i, lname in enumerate(lnames):
         if lname in drop:
             continue
-        if lname[:2] == b"x-" or lname == b"via":
+        name, value = headers[i]
+        if lname in _REQUEST_SPECIAL:
             if lname == b"x-forwarded-for" and add_headers:
                 xff = value if xff is None else xff + b", " + value
                 continue
@@ -79,16 +79,15 @@ def upstream_request_head(
                 continue
             if lname == b"x-forwarded-proto" and add_headers:
                 continue  # only we know the scheme the client used; never pass a claim on
-        out += (name, b": ", value, b"\r\n")
-    if host_cfg.add_headers:
+        out.append(b"%s: %s\r\n" % (name, value))
+    if add_headers:
         ip = client_ip.encode("ascii")
         out.append(b"X-Forwarded-For: %s\r\n" % (ip if xff is None else xff + b", " + ip))
-        if req.host:
+        if req.host:  # validated by the HOST grammar
             out.append(b"X-Forwarded-Host: %s\r\n" % req.host)
-        out.append(b"X-Forwarded-Server: %s\r\n" % server_name)
-        out.append(b"X-Forwarded-Proto: %s\r\n" % (b"https" if tls else b"http"))
+        out.append(_forwarded_tail(server_name, tls))
     if via in ("on", "full"):
-        out.append(b"Via: %s\r\n" % _via_value(req.version, server_name, via))
+        out.append(b"Via: %s\r\n" % _config_value(_via_value(req.version, server_name, via)))
     if req.has_body:
         if body_length is None:
             out.append(b"Transfer-Encoding: chunked\r\n")
@@ -101,6 +100,19 @@ def upstream_request_head(
 
 
 _CHECKED: set[bytes] = set()  # configuration-made values that passed check_value
+_TAILS: dict[tuple[bytes, bool], bytes] = {}
+
+
+def _forwarded_tail(server_name: bytes, tls: bool) -> bytes:
+    """X-Forwarded-Server and X-Forwarded-Proto, built and checked once per name."""
+    key = (server_name, tls)
+    tail = _TAILS.get(key)
+    if tail is None:
+        tail = b"X-Forwarded-Server: %s\r\nX-Forwarded-Proto: %s\r\n" % (
+            check_value(server_name), b"https" if tls else b"http")
+        if len(_TAILS) < 1024:
+            _TAILS[key] = tail
+    return tail
 
 
 def _config_value(value: bytes) -> bytes:
@@ -140,16 +152,15 @@ def client_response_headers(
     lnames = resp.lnames
     if len(lnames) != len(headers):  # a Response not built by read_response_head
         lnames = [name.lower() for name, _ in headers]
-    if rules:
-        out: Headers = []
-        for lname, field in zip(lnames, headers, strict=True):
-            if lname in drop:
-                continue
-            if lname in _LOCATION_FIELDS:
-                field = (field[0], check_value(reverse_map(field[1], rules, client_base)))
-            out.append(field)
-    else:
-        out = [field for lname, field in zip(lnames, headers, strict=True) if lname not in drop]
+    out: Headers = []
+    for i, lname in enumerate(lnames):
+        if lname in drop:
+            continue
+        if rules and lname in _LOCATION_FIELDS:
+            name, value = headers[i]
+            out.append((name, check_value(reverse_map(value, rules, client_base))))
+        else:
+            out.append(headers[i])
     if host_cfg.via in ("on", "full"):
         out.append((b"Via", check_value(_via_value(resp.version, server_name, host_cfg.via))))
     return out

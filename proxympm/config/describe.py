@@ -12,6 +12,7 @@ import dataclasses
 
 from proxympm.config.loader import vhost_address
 from proxympm.config.model import (
+    Balancer,
     HostConfig,
     Listen,
     ProxyRoute,
@@ -39,6 +40,8 @@ def _params(params: WorkerParams) -> str:
             continue
         if isinstance(value, bool):
             shown.append(f"{f.name}={'On' if value else 'Off'}")
+        elif isinstance(value, str):
+            shown.append(f"{f.name}={value}")
         else:
             shown.append(f"{f.name}={_number(value)}")
     return " ".join(shown)
@@ -100,6 +103,27 @@ def _host_lines(host: HostConfig, indent: str) -> list[str]:
     return lines
 
 
+def _balancer_lines(balancer: Balancer) -> list[str]:
+    settings = balancer.settings
+    shown = [f"lbmethod={settings.lbmethod}", f"timeout={_number(settings.timeout)}"]
+    if settings.maxattempts is not None:
+        shown.append(f"maxattempts={settings.maxattempts}")
+    if settings.nofailover:
+        shown.append("nofailover=On")
+    if settings.failonstatus:
+        shown.append("failonstatus=" + ",".join(map(str, settings.failonstatus)))
+    if settings.failontimeout:
+        shown.append("failontimeout=On")
+    where = f"  ({balancer.where})" if balancer.where else ""
+    lines = [f"Balancer {balancer.name}: {' '.join(shown)}{where}"]
+    for m in balancer.members:
+        params = _params(m.params)
+        lines.append(f"  BalancerMember {m.url}{' ' + params if params else ''}  ({m.where})")
+    if not balancer.members:
+        lines.append("  (no members: requests get 503)")
+    return lines
+
+
 def describe(config: ServerConfig) -> str:
     """The configuration as ``proxympm -S`` prints it."""
     lines = [
@@ -121,6 +145,8 @@ def describe(config: ServerConfig) -> str:
         addresses = " ".join(vhost_address(h, p) for h, p in vhost.addresses)
         lines.append(f"  <VirtualHost {addresses}>  ({vhost.host.where})")
         lines += _host_lines(vhost.host, "    ")
+    for balancer in config.balancers:
+        lines += _balancer_lines(balancer)
     processes = config.max_request_workers // config.threads_per_child
     lines += [
         "MPM event:",

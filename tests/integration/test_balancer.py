@@ -4,6 +4,7 @@ queue, in front of recording backends and a gunicorn sync app."""
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -212,3 +213,29 @@ ProxyPass /app/ balancer://one/
     assert r.headers["Retry-After"] == "1"
     assert 0.8 <= waited < 2.5
     assert len(backend.requests) == 1
+
+
+def test_client_that_leaves_the_queue_is_dropped(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+) -> None:
+    backend = backend_factory("only")
+    conf = """
+Timeout 10
+<Proxy balancer://one>
+    BalancerMember http://127.0.0.1:{b} max=1
+    ProxySet timeout=10
+</Proxy>
+ProxyPass /app/ balancer://one/
+"""
+    proxy = proxympm(conf, b=backend.port)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(requests.get, f"{proxy.url}/app/slow/1.5", timeout=10)
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(b"GET /app/gone HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.3)  # queued behind the slow one, then the client leaves
+        assert slow.result().status_code == 200
+    assert requests.get(f"{proxy.url}/app/after", timeout=10).status_code == 200
+    paths = [q.path for q in backend.requests]
+    assert paths == ["/slow/1.5", "/after"], paths
+    assert "queued" not in proxy.stderr()

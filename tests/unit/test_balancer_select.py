@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from proxympm.config.describe import describe
 from proxympm.config.errors import ConfigError
 from proxympm.config.loader import load_config
 from proxympm.config.model import Balancer as BalancerConfig
@@ -106,10 +107,10 @@ def test_lbset_and_hot_standby_order() -> None:
 def test_error_state_expires_and_flags() -> None:
     b = make([{"retry": 1.0}, {"status": "I"}, {"status": "D"}, {"status": "S"}])
     assert set(run(b, 10)) == {0, 1}
-    assert b.mark_failed(b.members[0], now=time.monotonic() - 0.9)
+    assert b.mark_failed(b.members[0], now=time.monotonic() - 0.5)
     assert not b.mark_failed(b.members[1])  # +I: errors ignored
     assert set(run(b, 10)) == {1}
-    time.sleep(0.15)
+    time.sleep(0.6)
     assert set(run(b, 10)) == {0, 1}
     zero = make([{"retry": 0.0}])
     assert not zero.mark_failed(zero.members[0])  # retry=0: always retried
@@ -135,6 +136,13 @@ def test_excluded_members_and_maxattempts() -> None:
 # -- max and the queue -----------------------------------------------------------------
 
 
+def wait_for(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
 def test_max_queue_is_fifo_and_hands_slots_over() -> None:
     b = make([{"max": 1}, {"max": 1}])
     a, c = b.acquire(), b.acquire()
@@ -154,14 +162,13 @@ def test_max_queue_is_fifo_and_hands_slots_over() -> None:
         t = threading.Thread(target=waiter, args=(i,))
         t.start()
         threads.append(t)
-        time.sleep(0.05)  # arrival order
-    assert len(b.waiters) == 4
+        wait_for(lambda n=i + 1: len(b.waiters) == n)  # arrival order
     for held in (a, c):
         b.release(held)  # type: ignore[arg-type]
-    time.sleep(0.1)
+    wait_for(lambda: len(got) == 2)
     assert sorted(got) == [0, 1]  # the first two in line, not the later ones
     b.release(got[0])
-    time.sleep(0.1)
+    wait_for(lambda: len(got) == 3)
     assert sorted(got) == [0, 1, 2]
     b.release(got[1])
     for t in threads:
@@ -202,7 +209,7 @@ def test_waiters_learn_when_their_members_go_down() -> None:
     result: list[object] = []
     t = threading.Thread(target=lambda: result.append(b.acquire(deadline=time.monotonic() + 5)))
     t.start()
-    time.sleep(0.05)
+    wait_for(lambda: len(b.waiters) == 1)
     b.mark_failed(held)
     t.join(2)
     assert isinstance(result[0], Verdict) and result[0].reason == "down"
@@ -252,6 +259,9 @@ ProxyPass /o balancer://other/
     assert {t.port for t in router.backends()} == {9001, 9002, 9003}
     member = route.target.balancer.members[0]
     assert member.upstream_path(path) == b"/x/b?q=1"
+    shown = describe(config)  # proxympm -S
+    assert "Balancer balancer://app: lbmethod=bybusyness timeout=4 maxattempts=3" in shown
+    assert "BalancerMember http://127.0.0.1:9002 timeout=3 lbset=1 status=H route=b" in shown
 
 
 @pytest.mark.parametrize(("text", "message"), [

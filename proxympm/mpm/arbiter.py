@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from proxympm.config.model import Listen, ServerConfig
 from proxympm.log import ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm.child import run_child
+from proxympm.mpm.scoreboard import Scoreboard
 from proxympm.proxy.routing import HostTable
 from proxympm.tls import TLSMaterial, validate_tls
 
@@ -39,6 +40,7 @@ def prepare(config: ServerConfig) -> tuple[HostTable, TLSMaterial]:
 CHILD_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH}
 CRASH_WINDOW = 2.0  # a child that dies sooner than this after start counts as a crash
 MAX_BACKOFF = 30.0
+MAX_SPAWN_RATE = 32  # children forked per second at most (httpd's MAX_SPAWN_RATE)
 
 
 @dataclass(slots=True)
@@ -48,6 +50,7 @@ class ChildProc:
     slot: int
     started: float
     pod_w: int  # write end of the child's pipe of death (EOF = arbiter gone)
+    retiring: bool = False  # told to stop gracefully for low load: not replaced
 
 
 def open_listener(spec: Listen, backlog: int) -> socket.socket:
@@ -86,6 +89,13 @@ class Arbiter:
         self.pending: list[int] = []
         self.backoff = 0.0
         self.next_spawn = 0.0
+        # ServerLimit sizes the scoreboard once, for the server's lifetime (as httpd);
+        # twice over, so that a whole generation can finish gracefully beside the next.
+        self.scoreboard = Scoreboard(2 * max(1, config.server_limit))
+        self.wanted = 0  # children to fork as soon as allowed (start, replacements)
+        self.spawn_rate = 1
+        self.next_maintenance = 0.0
+        self.said_full = False
 
     # -- signals -------------------------------------------------------------------
 
@@ -132,23 +142,104 @@ class Arbiter:
                         signal.SIGWINCH, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             run_child(self.config, self.hosts, self.tls, list(self.sockets.values()), pod_r,
-                      slot)
+                      slot, self.scoreboard)
         os.close(pod_r)
         os.set_inheritable(pod_w, False)
+        self.scoreboard.claim(slot, pid, self.generation, self.config.threads_per_child)
         self.children[pid] = ChildProc(pid, self.generation, slot, time.monotonic(), pod_w)
 
     def _current(self) -> list[ChildProc]:
         return [c for c in self.children.values() if c.generation == self.generation]
 
-    def _fill(self) -> None:
-        now = time.monotonic()
-        if now < self.next_spawn:
-            return
-        used = {c.slot for c in self._current()}
-        want = min(self.config.start_servers, self.config.server_limit)
-        for slot in range(want):
+    def _active(self) -> list[ChildProc]:
+        """Children of the current generation that were not told to retire."""
+        return [c for c in self._current() if not c.retiring]
+
+    def _max_active(self) -> int:
+        """MaxRequestWorkers / ThreadsPerChild, within ServerLimit (httpd's rule)."""
+        cfg = self.config
+        return max(1, min(cfg.server_limit,
+                          cfg.max_request_workers // max(1, cfg.threads_per_child)))
+
+    def _free_slot(self) -> int | None:
+        used = {c.slot for c in self.children.values()}
+        for slot in range(self.scoreboard.slots):
             if slot not in used:
-                self._spawn(slot)
+                return slot
+        return None
+
+    def _spawn_some(self, n: int) -> int:
+        """Fork up to ``n`` children of the current generation; how many were."""
+        done = 0
+        while done < n and len(self._active()) < self._max_active():
+            slot = self._free_slot()
+            if slot is None:
+                if not self.said_full:
+                    self.said_full = True
+                    self.log.error("mpm", "AH03490: scoreboard is full, not at "
+                                   "MaxRequestWorkers. Increase ServerLimit.")
+                break
+            self._spawn(slot)
+            done += 1
+        return done
+
+    def _start_generation(self) -> None:
+        self.wanted = min(max(1, self.config.start_servers), self._max_active())
+        self.spawn_rate = 1
+        self.backoff = self.next_spawn = 0.0
+        self.next_maintenance = time.monotonic() + 1.0
+        self._fill()
+
+    def _fill(self) -> None:
+        """Fork what is wanted now (StartServers, replacements), unless backing off."""
+        if not self.wanted or time.monotonic() < self.next_spawn:
+            return
+        room = self._max_active() - len(self._active())
+        self.wanted = min(self.wanted, max(0, room))
+        self.wanted -= self._spawn_some(self.wanted)
+
+    def _maintain(self) -> None:
+        """httpd's perform_idle_server_maintenance, once a second: fork when idle
+        threads are below MinSpareThreads (1, 2, 4 ... 32 children a second), retire
+        one child gracefully when they are above MaxSpareThreads."""
+        now = time.monotonic()
+        if now < self.next_maintenance:
+            return
+        self.next_maintenance = now + 1.0
+        active = self._active()
+        if self.backoff and any(now - c.started > CRASH_WINDOW for c in active):
+            self.backoff = 0.0  # a child stayed up: the crash loop is over
+        cfg = self.config
+        idle = sum(self.scoreboard.idle(c.slot) for c in active)
+        if idle > cfg.max_spare_threads and len(active) > 1:
+            victim = max(active, key=lambda c: (c.started, c.slot))
+            victim.retiring = True
+            self.log.info("mpm", f"idle threads {idle} > MaxSpareThreads "
+                          f"{cfg.max_spare_threads}: retiring child pid {victim.pid}")
+            try:
+                os.kill(victim.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+            self.spawn_rate = 1
+        elif idle < cfg.min_spare_threads and not self.wanted:
+            if len(active) >= self._max_active():
+                if self.spawn_rate > 0:
+                    self.log.error("mpm", "AH00484: server reached MaxRequestWorkers "
+                                   "setting, consider raising the MaxRequestWorkers setting")
+                self.spawn_rate = 0  # said once until there is room again
+                return
+            if now < self.next_spawn:
+                return
+            rate = max(1, self.spawn_rate)
+            if rate >= 8:
+                self.log.info("mpm", f"AH00486: server seems busy, (you may need to increase "
+                              f"StartServers, ThreadsPerChild or Min/MaxSpareThreads), "
+                              f"spawning {rate} children, there are around {idle} idle "
+                              f"threads, and {len(active)} total children")
+            self._spawn_some(rate)
+            self.spawn_rate = min(MAX_SPAWN_RATE, rate * 2)
+        else:
+            self.spawn_rate = 1
 
     def _reap(self) -> None:
         while True:
@@ -162,8 +253,11 @@ class Arbiter:
             if child is None:
                 continue
             os.close(child.pod_w)
-            if child.generation != self.generation:
+            self.scoreboard.release(child.slot)
+            self.said_full = False
+            if child.generation != self.generation or child.retiring:
                 continue
+            self.wanted += 1  # it died or left on its own: replace it
             lived = time.monotonic() - child.started
             how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"exit status {os.WEXITSTATUS(status)}")
@@ -289,7 +383,7 @@ class Arbiter:
         self.log.notice("mpm", f"AH00489: proxympm configured -- resuming normal operations "
                         f"(pid {os.getpid()})")
         try:
-            self._fill()
+            self._start_generation()
             while True:
                 self._sleep(wake_r, 1.0)
                 self._reap()
@@ -315,8 +409,9 @@ class Arbiter:
                                         "restart")
                         old = self.generation
                         if self._reload():
+                            # the new generation first: queued clients wait less
                             self.generation += 1
-                            self.backoff = self.next_spawn = 0.0
+                            self._start_generation()
                             self._signal_children(signal.SIGUSR1, old)
                     elif sig == signal.SIGHUP:
                         self.log.notice("mpm", "AH00494: SIGHUP received.  Attempting to "
@@ -325,8 +420,9 @@ class Arbiter:
                             self._signal_children(signal.SIGTERM)
                             self._wait_children()
                             self.generation += 1
-                            self.backoff = self.next_spawn = 0.0
+                            self._start_generation()
                 self._fill()
+                self._maintain()
         finally:
             self._remove_pidfile()
             for sock, _ in self.sockets.values():

@@ -23,6 +23,7 @@ from proxympm.http.request import Limits
 from proxympm.log import AccessLog, ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm.connection import Connection
 from proxympm.mpm.listener import Listener
+from proxympm.mpm.scoreboard import Scoreboard
 from proxympm.mpm.worker import Worker, log_request_error
 from proxympm.proxy.balancer import Balancers
 from proxympm.proxy.exchange import Exchange
@@ -32,17 +33,19 @@ from proxympm.proxy.routing import HostTable, Router
 from proxympm.tls import TLSMaterial
 
 ChildSockets = list[tuple[socket.socket, Listen]]
+REPORT_EVERY = 0.25  # seconds between scoreboard updates
 CHILD_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH}
 
 
 def run_child(config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
-              sockets: ChildSockets, pod_r: int, slot: int) -> None:
+              sockets: ChildSockets, pod_r: int, slot: int,
+              scoreboard: Scoreboard | None = None) -> None:
     """Entry point right after fork(). Never returns: exits the process."""
     code = 0
     try:
         if config.cpu_affinity:
             pin_to_cpu(slot)
-        Child(config, hosts, tls, sockets, pod_r).run()
+        Child(config, hosts, tls, sockets, pod_r, scoreboard, slot).run()
     except BaseException:  # noqa: BLE001 - report and exit, never fall back into the arbiter
         import traceback
 
@@ -64,9 +67,12 @@ def pin_to_cpu(slot: int) -> None:
 
 class Child:
     def __init__(self, config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
-                 sockets: ChildSockets, pod_r: int) -> None:
+                 sockets: ChildSockets, pod_r: int, scoreboard: Scoreboard | None = None,
+                 slot: int = 0) -> None:
         self.config = config
         self.pod_r = pod_r
+        self.scoreboard = scoreboard
+        self.slot = slot
         self.stop_request: str | None = None  # "graceful" or "now"
         self.error_log: ErrorLog = setup_error_log(config.error_log,
                                                    *parse_log_level(config.log_level))
@@ -155,8 +161,9 @@ class Child:
         self.error_log.info("mpm", f"child {os.getpid()} serving with "
                             f"{len(self.workers)} worker threads on {self.listener.poller.name}")
         while self.stop_request is None and self.listener.thread.is_alive():
+            self._report()
             try:
-                ready, _, _ = select.select([self.pod_r, wake_r], [], [], 1.0)
+                ready, _, _ = select.select([self.pod_r, wake_r], [], [], REPORT_EVERY)
             except InterruptedError:
                 continue
             if wake_r in ready:
@@ -169,7 +176,20 @@ class Child:
                 self.stop_request = "now"
         self._shutdown(self.stop_request == "graceful" or self.stop_request is None)
 
+    def _report(self, stopping: bool = False) -> None:
+        """Main thread: this child's numbers into its scoreboard slot. The counters
+        are read without a lock; a value one update old is good enough."""
+        if self.scoreboard is None:
+            return
+        listener = self.listener
+        tpc = len(self.workers)
+        busy = min(tpc, max(0, listener.outstanding()))
+        stopping = stopping or listener.stopping
+        idle = tpc - busy if listener.accepting and not stopping else 0
+        self.scoreboard.report(self.slot, busy, idle, len(listener.conns), stopping)
+
     def _shutdown(self, graceful: bool) -> None:
+        self._report(stopping=True)
         listener = self.listener
         listener.stop(graceful)
         limit = self.config.graceful_shutdown_timeout if graceful else 2.0

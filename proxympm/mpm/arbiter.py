@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from proxympm.config.model import Listen, ServerConfig
 from proxympm.log import ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm.child import run_child
-from proxympm.mpm.scoreboard import Scoreboard
+from proxympm.mpm.scoreboard import STATE, STOPPING, Scoreboard
 from proxympm.proxy.routing import HostTable
 from proxympm.tls import TLSMaterial, validate_tls
 
@@ -117,7 +117,9 @@ class Arbiter:
         wanted = {(spec.host, spec.port): spec for spec in config.listens}
         for key, spec in wanted.items():
             if key in self.sockets:
-                self.sockets[key] = (self.sockets[key][0], spec)
+                sock = self.sockets[key][0]
+                sock.listen(config.listen_backlog)  # a new ListenBacklog, same socket
+                self.sockets[key] = (sock, spec)
             else:
                 self.sockets[key] = (open_listener(spec, config.listen_backlog), spec)
         for key in list(self.sockets):
@@ -206,6 +208,13 @@ class Arbiter:
         if now < self.next_maintenance:
             return
         self.next_maintenance = now + 1.0
+        for child in self._active():
+            if self.scoreboard.get(child.slot, STATE) == STOPPING:
+                # it stops on its own (MaxConnectionsPerChild): replace it now, not
+                # when its last connection is done
+                child.retiring = True
+                self.wanted += 1
+        self._fill()
         active = self._active()
         if self.backoff and any(now - c.started > CRASH_WINDOW for c in active):
             self.backoff = 0.0  # a child stayed up: the crash loop is over

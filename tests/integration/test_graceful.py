@@ -330,3 +330,27 @@ def test_graceful_stop_timeout_terminates_children(
     assert not procs.wait_gone(tree, 5)
     t.join(10)
     assert "error" in result, "the in-flight request outlived the timeout"
+
+
+def test_changed_listen_set_opens_and_closes_only_what_changed(
+    proxympm: Callable[..., Proxy], backend: Backend, free_port: Callable[[], int]
+) -> None:
+    proxy = proxympm(CONFIG, b=backend.port, wait_children=2)
+    extra = free_port()
+    base = proxy.conf_path.read_text()
+    proxy.conf_path.write_text(base + f"Listen 127.0.0.1:{extra}\n")
+    old = set(proxy.children())
+    os.kill(proxy.pid, signal.SIGUSR1)
+    _generation_up(proxy, old, 2)
+    assert requests.get(f"http://127.0.0.1:{extra}/new-port", timeout=10).status_code == 200
+    _serves(proxy, "/old-port")
+    # drop it again: that port closes once its old children are gone, the other stays
+    proxy.conf_path.write_text(base)
+    old = set(proxy.children())
+    os.kill(proxy.pid, signal.SIGUSR1)
+    _generation_up(proxy, old, 2)
+    deadline = time.monotonic() + 15
+    while port_accepts(extra):
+        assert time.monotonic() < deadline, "a Listen removed from the config stays open"
+        time.sleep(0.1)
+    _serves(proxy, "/still")

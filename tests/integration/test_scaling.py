@@ -145,3 +145,26 @@ def test_crash_looping_child_is_backed_off(
             pass
         assert time.monotonic() < deadline, "no service after the crash loop ended"
         time.sleep(0.2)
+
+
+def test_max_connections_per_child_recycles_without_loss(
+    proxympm: Callable[..., Proxy], backend: Backend
+) -> None:
+    proxy = proxympm(SCALING + "MaxConnectionsPerChild 10\n", b=backend.port)
+    first = set(proxy.children())
+    seen: set[int] = set(first)
+    failures = []
+    deadline = time.monotonic() + 20
+    n = 0
+    while n < 60 and time.monotonic() < deadline:
+        n += 1
+        try:
+            r = requests.get(f"{proxy.url}/n{n}", headers={"Connection": "close"}, timeout=10)
+            if r.status_code != 200:
+                failures.append(r.status_code)
+        except requests.RequestException as exc:
+            failures.append(repr(exc))
+        seen.update(proxy.children())
+    assert n == 60 and not failures, failures
+    assert len(seen) >= 4, f"children were not recycled: {seen}"
+    assert "AH00052" not in proxy.error_log(), proxy.error_log()

@@ -9,9 +9,16 @@ the client, in relay.py), DONE (connection pooled or closed).
 client sees and whether the request may be retried: every status decision about
 upstream failures lives there.
 
+A ``balancer://`` route (``_balanced``) picks a member per attempt from
+``proxympm.proxy.balancer`` (maybe waiting in its ``max`` queue), runs one attempt
+on it, and goes to another member only when the failed attempt was safe to repeat
+(``_attempt``'s second result): nothing sent, or nothing answered to a replayable
+request.
+
 Thread model: runs entirely in one worker thread; touches the client connection
-(owned by that worker for the duration), the shared Pool (locked internally) and
-the BackendState error flag (a float written whole, read without a lock).
+(owned by that worker for the duration), the shared Pool (locked internally),
+the BackendState error flag (a float written whole, read without a lock) and the
+balancers (locked internally).
 """
 
 from __future__ import annotations

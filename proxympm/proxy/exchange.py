@@ -249,10 +249,16 @@ class Exchange:
         else:
             body_length = sum(map(len, body_parts))
         replayable = buffered and req.method in IDEMPOTENT
-        head = upstream_request_head(
-            req, host_cfg, upstream_path, target.host_header, peer[0], client.tls,
-            self.server_name, body_length if req.has_body else None,
-        )
+        try:
+            head = upstream_request_head(
+                req, host_cfg, upstream_path, target.host_header, peer[0], client.tls,
+                self.server_name, body_length if req.has_body else None,
+            )
+        except HeaderInjection as exc:  # a config value that would split the request
+            self.log.error("proxy", f"AH01144: refusing to send a request to "
+                           f"{target.name}: {exc}", peer)
+            out.error = 500
+            return out
         attempts = 0
         while True:
             attempts += 1

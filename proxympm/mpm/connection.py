@@ -41,7 +41,7 @@ class Connection:
     __slots__ = (
         "sock", "fd", "peer", "local", "tls", "state", "epoch", "inbuf", "reader",
         "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
-        "listen_host", "bytes_in", "read_deadline", "stage_start", "stage_bytes", "stage",
+        "bytes_in", "read_deadline", "stage_start", "stage_bytes", "stage",
         "spool", "body_file", "buffer_body",
     )
 
@@ -66,7 +66,6 @@ class Connection:
         self.requests = 0  # requests served on this connection
         self.host_cfg = host_cfg  # the host that owns this listener address (or SNI)
         self.sni_host: HostConfig | None = None
-        self.listen_host = host_cfg
         self.bytes_in = 0
         # The current RequestReadTimeout stage (listener-owned while reading).
         self.read_deadline = 0.0

@@ -41,7 +41,7 @@ class Connection:
     __slots__ = (
         "sock", "fd", "peer", "local", "tls", "state", "epoch", "inbuf", "reader",
         "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
-        "bytes_in", "read_deadline", "stage_start", "stage_bytes", "stage",
+        "bytes_in", "registered", "read_deadline", "stage_start", "stage_bytes", "stage",
         "spool", "body_file", "buffer_body",
     )
 
@@ -67,6 +67,7 @@ class Connection:
         self.host_cfg = host_cfg  # the host that owns this listener address (or SNI)
         self.sni_host: HostConfig | None = None
         self.bytes_in = 0
+        self.registered = False  # in the listener's poller yet (see Listener.arm)
         # The current RequestReadTimeout stage (listener-owned while reading).
         self.read_deadline = 0.0
         self.stage_start = 0.0

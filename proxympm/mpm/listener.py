@@ -142,6 +142,19 @@ class Listener:
             self.wake_sent = True
             self.wake()
 
+    def arm(self, conn: Connection, events: int) -> None:
+        """The owner of ``conn`` (listener or worker): wait for ``events`` on it.
+
+        A connection enters the poller only the first time it has to wait: one
+        registered at accept would be reported for EPOLLHUP (which epoll delivers
+        even without asking) while a worker owns it, and the listener could close it
+        under the worker."""
+        if conn.registered:
+            self.poller.arm(conn.fd, events)
+        else:
+            conn.registered = True
+            self.poller.add(conn.fd, events)
+
     def wake(self) -> None:
         """Any thread: make the listener look at its state now."""
         try:
@@ -242,13 +255,12 @@ class Listener:
             if ctx is not None:
                 conn.sock = ctx.wrap_socket(sock, server_side=True,
                                             do_handshake_on_connect=False)
-                self.poller.add(conn.fd, READ)
+                self.arm(conn, READ)
                 stage = host.read_timeout.handshake
                 conn.stage = None
                 conn.read_deadline = time.monotonic() + (stage.timeout or host.timeout)
                 self.reading.push(conn)
                 continue
-            self.poller.add(conn.fd, 0)
             self.enter_read_head(conn)
             self._read(conn)
 
@@ -275,10 +287,10 @@ class Listener:
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
-            self.poller.arm(conn.fd, READ)
+            self.arm(conn, READ)
             return
         except ssl.SSLWantWriteError:
-            self.poller.arm(conn.fd, WRITE)
+            self.arm(conn, WRITE)
             return
         except (ssl.SSLError, OSError) as exc:
             self.log.info("ssl", f"AH02008: TLS handshake failed: {exc}", conn.peer)
@@ -296,10 +308,10 @@ class Listener:
         try:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, ssl.SSLWantReadError):
-            self.poller.arm(conn.fd, READ)
+            self.arm(conn, READ)
             return
         except ssl.SSLWantWriteError:
-            self.poller.arm(conn.fd, WRITE)
+            self.arm(conn, WRITE)
             return
         except OSError:
             self.close(conn)
@@ -334,7 +346,7 @@ class Listener:
             if conn.request is None:
                 parsed = conn.reader.read(conn.inbuf)
                 if parsed is None:
-                    self.poller.arm(conn.fd, READ)
+                    self.arm(conn, READ)
                     return False
                 conn.request, conn.body = parsed
                 conn.buffer_body = not conn.body.done and self.wants_buffering(conn)
@@ -353,7 +365,7 @@ class Listener:
                 return True  # a streaming route: the worker relays the rest as it comes
             if conn.state != State.READ_BODY:
                 self._enter_reading(conn, State.READ_BODY, conn.host_cfg.read_timeout.body)
-            self.poller.arm(conn.fd, READ)
+            self.arm(conn, READ)
             return False
         except HTTPError as exc:
             self.reject(conn, exc)
@@ -400,7 +412,7 @@ class Listener:
             conn.set_state(State.WRITE_COMPLETION)
             conn.read_deadline = time.monotonic() + conn.host_cfg.timeout
             self.writing.push(conn)
-            self.poller.arm(conn.fd, WRITE)
+            self.arm(conn, WRITE)
             return False
         if then_close:
             self.linger(conn)
@@ -427,7 +439,7 @@ class Listener:
         if conn.out or conn.spool:
             # Timeout bounds each wait for the client, not the whole download.
             conn.read_deadline = time.monotonic() + conn.host_cfg.timeout
-            self.poller.arm(conn.fd, WRITE)
+            self.arm(conn, WRITE)
             return
         if conn.requests < 0:
             self.linger(conn)
@@ -458,7 +470,7 @@ class Listener:
         if q is None:
             q = self.ka_qs[self.config.main.keepalive_timeout]
         q.push(conn, time.monotonic())
-        self.poller.arm(conn.fd, READ)
+        self.arm(conn, READ)
         return False
 
     def linger(self, conn: Connection) -> None:
@@ -472,14 +484,14 @@ class Listener:
             return
         conn.set_state(State.LINGER)
         self.linger_q.push(conn, time.monotonic())
-        self.poller.arm(conn.fd, READ)
+        self.arm(conn, READ)
 
     def _linger_read(self, conn: Connection) -> None:
         try:
             while conn.sock.recv(RECV_SIZE):
                 pass
         except BlockingIOError:
-            self.poller.arm(conn.fd, READ)
+            self.arm(conn, READ)
             return
         except OSError:
             pass

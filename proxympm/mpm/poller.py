@@ -52,6 +52,7 @@ class EpollPoller:
         self._ep.unregister(fd)
 
     def add(self, fd: int, events: int) -> None:
+        """Any thread: first registration, armed for ``events``."""
         self._ep.register(fd, _epoll_mask(events))
 
     def arm(self, fd: int, events: int) -> None:
@@ -159,8 +160,8 @@ class SelectorPoller:
         self._sel.unregister(fd)
 
     def add(self, fd: int, events: int) -> None:
-        if events:
-            self._apply(fd, events)
+        """Any thread."""
+        self.arm(fd, events)
 
     def arm(self, fd: int, events: int) -> None:
         """Any thread."""

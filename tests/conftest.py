@@ -54,6 +54,15 @@ from tests.support.servers import (  # noqa: E402
     render_config,
 )
 
+# Fuzzing explores new inputs on developers' machines; in CI (CI=true) it replays a
+# fixed sequence, so a red CI always means a reproducible failure, never luck.
+if os.environ.get("CI"):
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+    _hypothesis_settings.load_profile("ci")
+    os.environ.setdefault("PROXYMPM_FUZZ_SEED", "20261128")
+
 # Nothing here may go through a proxy from the environment.
 for _var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
     os.environ.pop(_var, None)

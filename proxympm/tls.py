@@ -340,6 +340,6 @@ class TLSMaterial:
         self.listeners: dict[tuple[str, int], ssl.SSLContext | None] = {}
         for spec in config.listens:
             if spec.protocol == "https" and front is not None:
-                ip = spec.host or "0.0.0.0"
+                ip = spec.family_host
                 self.listeners[(spec.host, spec.port)] = front.context_for_listener(ip, spec.port)
         self.client = ClientContexts(config.all_hosts())

@@ -93,7 +93,7 @@ class Child:
         self.work_queue: queue.SimpleQueue = queue.SimpleQueue()
         listeners = []
         for sock, spec in sockets:
-            ip = spec.host or "0.0.0.0"
+            ip = spec.family_host
             default_host = self.hosts.default(ip, spec.port)
             ctx = tls.listeners.get((spec.host, spec.port))
             if spec.protocol == "https" and ctx is None:

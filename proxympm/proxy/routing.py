@@ -148,10 +148,6 @@ class Router:
         return None
 
 
-def routers_for(hosts: tuple[HostConfig, ...],
-                balancers: Balancers | None = None) -> dict[int, Router]:
-    """One Router per HostConfig, keyed by id() of the (immutable) config object."""
-    return {id(h): Router(h.routes, balancers) for h in hosts}
 
 
 class HostTable:

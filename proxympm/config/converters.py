@@ -396,7 +396,8 @@ def balancer_member(inv: Invocation) -> tuple[str | None, BalancerMember]:
     url = backend_url("BalancerMember", words[0])
     if url.lower().startswith("balancer://"):
         raise DirectiveError("BalancerMember URL must be http:// or https://")
-    params = worker_params(_pairs("BalancerMember", words[1:]), member=True)
+    pairs = srv_marker("BalancerMember", url, _pairs("BalancerMember", words[1:]))
+    params = worker_params(pairs, member=True)
     return name, BalancerMember(url=url.rstrip("/") or url, params=params, where=inv.where)
 
 
@@ -431,6 +432,41 @@ def backend_url(directive: str, url: str) -> str:
     except ValueError:
         raise DirectiveError(f"{directive} URL '{url}' has an invalid port") from None
     return url
+
+
+_SRV_NAME = re.compile(r"_[A-Za-z0-9-]+\._(tcp|udp|sctp)\.[A-Za-z0-9._-]*[A-Za-z0-9]", re.I)
+
+
+def srv_marker(directive: str, url: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ``srv=on|off`` key: host and port of the backend come from DNS SRV records.
+
+    The URL then names the SRV record (``http://_http._tcp.app.example``) and has no
+    port. The key is required for such a host name and refused for any other, so
+    that a typo never silently turns a name into an SRV lookup (or the reverse).
+    Returns the other pairs."""
+    srv = False
+    rest = []
+    for key, value in pairs:
+        if key.lower() != "srv":
+            rest.append((key, value))
+            continue
+        if value.lower() not in ("on", "off"):
+            raise DirectiveError(f"{directive} srv must be On|Off")
+        srv = value.lower() == "on"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    looks_srv = host.startswith("_")
+    if srv:
+        if not _SRV_NAME.fullmatch(host):
+            raise DirectiveError(f"{directive} srv=on needs a URL host of the form "
+                                 f"_service._proto.name (RFC 2782), not '{host}'")
+        if parts.port is not None:
+            raise DirectiveError(f"{directive} srv=on: the URL must not give a port "
+                                 f"({url}): ports come from the SRV records")
+    elif looks_srv:
+        raise DirectiveError(f"{directive} URL host '{host}' is an SRV name: add srv=on "
+                             "to take hosts and ports from its SRV records")
+    return rest
 
 
 def _location_path(inv: Invocation) -> str | None:
@@ -485,10 +521,11 @@ def proxy_pass(inv: Invocation) -> ProxyRoute:
             where=inv.where,
             balancer_settings=balancer_params(other, "ProxyPass"),
         )
+    url = backend_url("ProxyPass", url)
     return ProxyRoute(
         path=path,
-        url=backend_url("ProxyPass", url),
-        params=worker_params(pairs),
+        url=url,
+        params=worker_params(srv_marker("ProxyPass", url, pairs)),
         where=inv.where,
     )
 
@@ -677,6 +714,45 @@ def worker_factor(inv: Invocation) -> float:
         inv.warn(f"AsyncRequestWorkerFactor {inv.args[0]} is below 1, using 1")
         return 1.0
     return value
+
+
+def dns_servers(inv: Invocation) -> tuple[str, ...]:
+    """``ProxyDNSServers addr[:port] ...``: IP literals only (a name server named by a
+    name would need a name server), IPv6 in brackets when a port is given; port 53
+    by default. Returned as c-ares wants them: ``ip:port`` / ``[ipv6]:port``."""
+    out: list[str] = []
+    for word in inv.args:
+        try:
+            ip = ipaddress.ip_address(word)  # bare IPv4 or IPv6, port 53
+            port = 53
+        except ValueError:
+            try:
+                host, port_text = _split_host_port(word)
+                ip = ipaddress.ip_address(host)
+            except (DirectiveError, ValueError):
+                raise DirectiveError(f"ProxyDNSServers: '{word}' is not an IP address with an "
+                                     "optional port (e.g. 127.0.0.1:5353 or [::1]:53)") from None
+            if port_text is None:
+                port = 53
+            else:
+                try:
+                    port = _port(port_text)
+                except DirectiveError:
+                    raise DirectiveError(f"ProxyDNSServers: '{word}' has an invalid port") from None
+        shown = f"[{ip}]" if ip.version == 6 else str(ip)
+        out.append(f"{shown}:{port}")
+    return tuple(out)
+
+
+def dns_ttl(inv: Invocation) -> float:
+    """``ProxyDNSTTLFloor`` / ``ProxyDNSTTLCeiling``: seconds (or ms|s|mi|h), >= 1 s."""
+    seconds = duration(inv.args[0])
+    if seconds is None:
+        raise DirectiveError(f"{inv.name} has wrong format: '{inv.args[0]}' (seconds, or a "
+                             "number with ms, s, mi or h)")
+    if seconds < 1:
+        raise DirectiveError(f"{inv.name} must be at least one second")
+    return seconds
 
 
 def proxy_requests(inv: Invocation) -> bool:

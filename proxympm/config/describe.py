@@ -147,6 +147,9 @@ def describe(config: ServerConfig) -> str:
         lines += _host_lines(vhost.host, "    ")
     for balancer in config.balancers:
         lines += _balancer_lines(balancer)
+    servers = " ".join(config.dns_servers) or "from /etc/resolv.conf"
+    lines.append(f"Upstream DNS: servers {servers}, TTL floor "
+                 f"{_number(config.dns_ttl_floor)}s, ceiling {_number(config.dns_ttl_ceiling)}s")
     processes = config.max_request_workers // config.threads_per_child
     lines += [
         "MPM event:",

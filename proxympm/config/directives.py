@@ -502,6 +502,70 @@ DECLARATIONS: tuple[Declaration, ...] = (
         doc="Forward proxying. Only `Off` is accepted: proxympm is a reverse proxy.",
         usage="on if the true proxy requests should be accepted",
     ),
+    # -- mod_proxy: upstream name resolution (proxympm's) -------------------
+    Declaration(
+        "ProxyDNSServers", SERVER, ITERATE, cv.dns_servers, st.server("dns_servers"),
+        module="mod_proxy", syntax="ProxyDNSServers ip[:port] [ip[:port]] ...",
+        default=None,
+        doc="Name servers used to resolve the host names of ProxyPass and BalancerMember "
+        "URLs (IPv6 in brackets when a port is given: `127.0.0.1:5353 [::1]:53`; port 53 "
+        "by default), asked in order. Unset, the system's `/etc/resolv.conf` is used (and "
+        "`/etc/hosts` is read first, as getaddrinfo does). Names are resolved with aiodns by "
+        "a background thread in each child, never on a request's path: A and AAAA records "
+        "together, each answer kept for its TTL bounded by ProxyDNSTTLFloor and "
+        "ProxyDNSTTLCeiling, then asked again. A name with several addresses spreads "
+        "requests over all of them (round robin per request, each address with its own "
+        "pool of kept-alive connections; an address that refuses a connection is skipped "
+        "for the worker's `retry` seconds and the next one is tried). When an address "
+        "disappears from the answer, its idle pooled connections are closed and requests "
+        "in flight on it finish normally. A failed lookup (timeout, SERVFAIL, refused, "
+        "name server down) keeps the last good answer, is logged once, and is retried "
+        "after the floor, doubling up to 30 s (and the ceiling); its recovery is logged "
+        "too. NXDOMAIN or an empty answer means the name is gone: the last good "
+        "addresses are still used until they are older than the ceiling, then dropped, "
+        "and requests get 503. "
+        "At startup a child waits up to 5 s for the first answers; a name that does not "
+        "resolve then does not stop the server (as in httpd; nginx refuses to start): it "
+        "is logged (AH00898), requests for it get 503, and it is retried in the "
+        "background. "
+        "SRV: a URL whose host is an SRV name, with the key `srv=on` "
+        "(`BalancerMember http://_http._tcp.app.default.svc.cluster.local srv=on`, no "
+        "port), takes hosts and ports from the SRV records: the lowest priority whose "
+        "addresses are reachable is used, spread by the records' weights (smooth "
+        "weighted round robin; weight 0 only when the whole priority has weight 0); "
+        "the targets' A/AAAA records come from the answer's additional section when "
+        "present, else from their own lookups. `Host` and TLS SNI are the name without "
+        "its `_service._proto.` labels (`app.default.svc.cluster.local`), so a "
+        "Kubernetes headless Service can be a balancer.",
+        compat="proxympm's. httpd resolves a worker's name once per child (`addressttl` "
+        "bounds that since 2.4.59); nginx's `resolver ... valid=` and `server ... resolve "
+        "service=` and HAProxy's `resolvers` section and `server-template` do what this "
+        "does.",
+        usage="Name servers for upstream host names",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyDNSTTLFloor", SERVER, TAKE1, cv.dns_ttl, st.dns_ttl, module="mod_proxy",
+        syntax="ProxyDNSTTLFloor seconds[ms|s|mi|h]", default="1",
+        doc="An answer for an upstream name is kept at least this long before it is asked "
+        "again, whatever its TTL (at least 1 s), so that TTL 0 records (some service "
+        "registries use them) cannot make every child ask many times a second. Also the "
+        "first retry delay after a failed lookup. The default, 1 s, is HAProxy's "
+        "default resolution interval (`timeout resolve 1s`).",
+        compat="proxympm's; nginx's `resolver ... valid=` replaces the TTL with one "
+        "value, where proxympm bounds it on both sides.",
+        usage="Least time a DNS answer for an upstream name is used",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyDNSTTLCeiling", SERVER, TAKE1, cv.dns_ttl, st.dns_ttl, module="mod_proxy",
+        syntax="ProxyDNSTTLCeiling seconds[ms|s|mi|h]", default="60",
+        doc="An answer for an upstream name is asked again after at most this long, "
+        "whatever its TTL, so that a long TTL cannot keep a moved backend out of use for "
+        "hours; also how long the last good addresses of a name that became NXDOMAIN are "
+        "still used. Must not be below ProxyDNSTTLFloor. The default, 60 s, is the "
+        "longest TTL commonly advised for records of moving backends.",
+        compat="proxympm's (HAProxy's `hold valid`, default 10 s, plays a similar role).",
+        usage="Longest time a DNS answer for an upstream name is used",
+    ),  # fmt: skip
     # -- logging -----------------------------------------------------------
     Declaration(
         "ErrorLog", VHOST, TAKE1, cv.error_log, st.host("error_log"),

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_KEEPALIVE_TIMEOUT = 5.0
 DEFAULT_RETRY = 60.0
+# Bounds on how long a DNS answer for an upstream name is used before it is asked
+# again (proxympm's; see ProxyDNSTTLFloor / ProxyDNSTTLCeiling in directives.py).
+DEFAULT_DNS_TTL_FLOOR = 1.0
+DEFAULT_DNS_TTL_CEILING = 60.0
 COMMON_LOG_FORMAT = '%h %l %u %t "%r" %>s %b'
 COMBINED_LOG_FORMAT = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
 
@@ -243,6 +247,11 @@ class ServerConfig:
     log_level: str = "warn"
     # LogLevel module:level pairs, module by short name ("ssl", "proxy"), config order
     module_log_levels: tuple[tuple[str, str], ...] = ()
+    # Upstream name resolution (ProxyDNSServers, ProxyDNSTTLFloor, ProxyDNSTTLCeiling):
+    # name servers as "ip:port" / "[ipv6]:port"; none means the system's resolv.conf.
+    dns_servers: tuple[str, ...] = ()
+    dns_ttl_floor: float = DEFAULT_DNS_TTL_FLOOR
+    dns_ttl_ceiling: float = DEFAULT_DNS_TTL_CEILING
     defines: tuple[str, ...] = ()  # names from -D and Define, for <IfDefine>
     warnings: tuple[str, ...] = ()  # httpd-style notices found while loading (AH00513...)
 

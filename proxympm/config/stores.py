@@ -12,7 +12,12 @@ from typing import Any
 from proxympm.config.converters import Invocation
 from proxympm.config.declaration import Store
 from proxympm.config.errors import DirectiveError
-from proxympm.config.model import ReadStage, ReadTimeouts
+from proxympm.config.model import (
+    DEFAULT_DNS_TTL_CEILING,
+    DEFAULT_DNS_TTL_FLOOR,
+    ReadStage,
+    ReadTimeouts,
+)
 from proxympm.config.scope import (
     Context,
     HostScope,
@@ -157,6 +162,21 @@ def proxy_set(scope: Scope, inv: Invocation, value: Any) -> None:
 def proxy_pass_reverse(scope: Scope, inv: Invocation, value: Any) -> None:
     target = scope.location.reverse_rules if scope.location else scope.host.reverse_rules
     target.append(value)
+
+
+def dns_ttl(scope: Scope, inv: Invocation, value: Any) -> None:
+    """ProxyDNSTTLFloor / ProxyDNSTTLCeiling: the floor may not exceed the ceiling;
+    the line that makes them cross is the one reported."""
+    floor = inv.name.lower().endswith("floor")
+    field = "dns_ttl_floor" if floor else "dns_ttl_ceiling"
+    other = "dns_ttl_ceiling" if floor else "dns_ttl_floor"
+    settings = scope.server.settings
+    bound = settings.get(other, DEFAULT_DNS_TTL_CEILING if floor else DEFAULT_DNS_TTL_FLOOR)
+    low, high = (value, bound) if floor else (bound, value)
+    if low > high:  # type: ignore[operator]
+        raise DirectiveError(f"{inv.name} {inv.args[0]}: ProxyDNSTTLFloor ({low:g}s) must not "
+                             f"exceed ProxyDNSTTLCeiling ({high:g}s)")
+    settings[field] = value
 
 
 def proxy_pass_inherit(scope: Scope, inv: Invocation, value: Any) -> None:

@@ -28,9 +28,22 @@ class Target:
     name: str  # "http://host:port", for logs and the backend table
     # a balancer:// route: the per-child balancer that picks the member per request
     balancer: Balancer | None = field(default=None, compare=False)
+    # ``srv=on``: ``host`` is an SRV name (``_http._tcp.app.example``) whose records
+    # give hosts and ports; ``port`` is then 0
+    srv: bool = False
+
+    @property
+    def origin_host(self) -> str:
+        """The name for Host and TLS SNI: an SRV name without its ``_service._proto.``
+        labels (RFC 6125's source domain), else the URL's host."""
+        if self.srv:
+            return self.host.split(".", 2)[2]
+        return self.host
 
     @property
     def host_header(self) -> bytes:
+        if self.srv:
+            return self.origin_host.encode("ascii")
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         return (host if self.port == default else f"{host}:{self.port}").encode("ascii")
@@ -41,9 +54,11 @@ def parse_target(url: str) -> Target:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"unsupported ProxyPass URL {url!r}")
-    port = parts.port or (443 if scheme == "https" else 80)
     path = parts.path or "/"
     host = parts.hostname
+    if host.startswith("_"):  # an SRV name (the config loader required srv=on for it)
+        return Target(scheme, host, 0, path.encode("ascii"), f"{scheme}://{host}", srv=True)
+    port = parts.port or (443 if scheme == "https" else 80)
     shown = f"[{host}]" if ":" in host else host
     return Target(scheme, host, port, path.encode("ascii"), f"{scheme}://{shown}:{port}")
 

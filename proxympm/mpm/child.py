@@ -81,12 +81,17 @@ class Child:
         balancers = Balancers(config.balancers)  # one per child, shared by every host
         self.routers = {id(h): Router(h.routes, balancers) for h in all_hosts}
         self.access_logs = self._open_access_logs()
-        resolver = Resolver()
-        resolver.resolve_all(
-            (t.host, t.port) for router in self.routers.values() for t in router.backends()
-        )
-        for name, why in resolver.failures.items():
-            self.error_log.error("proxy", f"AH00898: DNS lookup failure for: {name} ({why})")
+        # Upstream names: resolved by this child's ``dns`` thread, which keeps them
+        # fresh in the background; serving starts once the first answers are in (or
+        # after resolver.STARTUP_WAIT: a name that does not resolve is retried).
+        pool = Pool()
+        resolver = Resolver(config.dns_servers, config.dns_ttl_floor, config.dns_ttl_ceiling,
+                            self.error_log)
+        resolver.on_removed = pool.drop_addresses
+        for router in self.routers.values():
+            for t in router.backends():
+                resolver.address_set(t.host, t.port, t.srv)
+        resolver.start()
         limits = {id(h): Limits(h.limit_request_line, h.limit_request_fields,
                                 h.limit_request_field_size, h.limit_request_body)
                   for h in all_hosts}
@@ -110,7 +115,7 @@ class Child:
             wants_buffering=self._wants_buffering,
         )
         server_name = (config.main.server_name or socket.gethostname()).encode("ascii", "replace")
-        self.exchange = Exchange(Pool(), resolver, self.error_log, server_name, tls.client)
+        self.exchange = Exchange(pool, resolver, self.error_log, server_name, tls.client)
         self.workers.extend(
             Worker(i, self.work_queue, self.listener, self.exchange, self.hosts, self.routers,
                    self.access_logs, self.error_log)

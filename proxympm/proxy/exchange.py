@@ -27,6 +27,7 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,7 +42,7 @@ from proxympm.proxy.balancer import Balancer, Member, Verdict
 from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.pool import BackendState, Pool, Upstream
 from proxympm.proxy.relay import RelayError, ResponseRelay
-from proxympm.proxy.resolver import Resolver
+from proxympm.proxy.resolver import AddressSet, Endpoint, Resolver
 from proxympm.proxy.routing import Target, strip_port
 from proxympm.proxy.spool import BodyFile, Spool
 from proxympm.tls import ClientContexts
@@ -106,6 +107,10 @@ class Decision:
 
 def classify(exc: UpstreamFailure, reused: bool, replayable: bool) -> Decision:
     """Upstream failure -> client status and retry decision (the only such table)."""
+    if exc.phase == "resolve":
+        # The name has no address (yet): unavailable, but not the backend's fault;
+        # the DNS thread keeps trying, so the backend is not put in error state.
+        return Decision(503, False, False)
     if exc.phase == "connect":
         # mod_proxy: refused or connect timeout is 503 and the worker goes in error.
         return Decision(503, True, False)
@@ -232,8 +237,9 @@ class Exchange:
             # mod_proxy: SNI is the client's Host under ProxyPreserveHost, else the
             # backend's name; a pooled TLS connection only serves the same identity.
             sni = (strip_port(req.host).decode("ascii", "replace")
-                   if host_cfg.preserve_host and req.host else target.host)
+                   if host_cfg.preserve_host and req.host else target.origin_host)
         state = self.pool.backend(target, f"{sni}|{id(ctx)}" if ctx is not None else "")
+        addrs = self.resolver.address_set(target.host, target.port, target.srv)
         now = time.monotonic()
         if member is None and state.failed_until > now:
             self.log.error("proxy", f"AH00940: HTTP: disabled connection for ({target.name})",
@@ -264,13 +270,14 @@ class Exchange:
             attempts += 1
             up: Upstream | None = None
             reused = False
-            flow = _Flow(self, client, req, host_cfg, client_keepalive, buffering)
+            flow = _Flow(self, client, req, host_cfg, client_keepalive, buffering, addrs)
             try:
-                if not params.disablereuse:
-                    up = self.pool.take_idle(state, params.ttl)
+                order = addrs.order()  # this request's address first, then fallbacks
+                if order and not params.disablereuse:
+                    up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
                 reused = up is not None
                 if up is None:
-                    up = self._connect(target, params, timeout, ctx, sni)
+                    up = self._connect(target, params, timeout, ctx, sni, order, addrs)
                 flow.attach(up)
                 flow.send(head, body, body_parts, body_file, buffered, timeout)
                 if flow.relay is None:
@@ -300,7 +307,7 @@ class Exchange:
                                        f"{params.retry:g}s", peer)
                 out.error = decision.status
                 # nothing sent (connect/TLS), or nothing answered to a replayable request
-                safe = exc.phase in ("connect", "tls") or (
+                safe = exc.phase in ("resolve", "connect", "tls") or (
                     replayable and exc.phase in ("send", "read_head") and exc.before_response)
                 return out, safe
             except ClientBodyError as exc:
@@ -332,20 +339,22 @@ class Exchange:
     # -- phases --------------------------------------------------------------------
 
     def _connect(self, target: Target, params: WorkerParams, timeout: float,
-                 ctx: ssl.SSLContext | None, sni: str) -> Upstream:
+                 ctx: ssl.SSLContext | None, sni: str, order: Sequence[Endpoint],
+                 addrs: AddressSet) -> Upstream:
+        """A new connection: the first address of ``order`` that accepts one (an
+        address that refuses is skipped by the rotation for ``retry`` seconds)."""
         ctimeout = params.connectiontimeout or timeout
-        addrs = self.resolver.addresses(target.host, target.port)
-        if not addrs:
-            raise UpstreamFailure("connect", f"DNS lookup failure for {target.host}")
+        if not order:
+            raise UpstreamFailure("resolve", f"DNS lookup failure for: {target.host}")
         last = "no address"
-        for family, addr in addrs:
+        for ep in order:
             try:
-                sock = upstream.connect(family, addr, ctimeout)
-            except TimeoutError:
-                last = "connect timed out"
-                continue
-            except OSError as exc:
-                last = exc.strerror or str(exc)
+                sock = upstream.connect(ep.family, ep.sockaddr, ctimeout)
+            except (TimeoutError, OSError) as exc:
+                last = ("connect timed out" if isinstance(exc, TimeoutError)
+                        else exc.strerror or str(exc))
+                if len(order) > 1 and params.retry > 0:
+                    addrs.mark_down(ep.sockaddr, time.monotonic() + params.retry)
                 continue
             if params.keepalive:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -360,7 +369,7 @@ class Exchange:
                 except TimeoutError:
                     raise UpstreamFailure("connect", "TLS handshake timed out",
                                           timeout=True) from None
-            return Upstream(sock, target)
+            return Upstream(sock, target, addr=ep.sockaddr)
         raise UpstreamFailure("connect", last, refused=True)
 
     def client_base(self, client: ClientSide, req: Request) -> bytes:
@@ -369,7 +378,10 @@ class Exchange:
         return scheme + (req.host or self.server_name)
 
     def _log_failure(self, exc: UpstreamFailure, target: Target, peer: tuple[str, int]) -> None:
-        if exc.phase == "connect":
+        if exc.phase == "resolve":
+            self.log.error("proxy", f"AH00898: {exc.reason} (no address for "
+                           f"{target.name})", peer)
+        elif exc.phase == "connect":
             self.log.error("proxy", f"AH01114: HTTP: failed to make connection to backend: "
                            f"{target.name} ({exc.reason})", peer)
         elif exc.phase == "tls":
@@ -388,11 +400,12 @@ class _Flow:
 
     __slots__ = ("ex", "client", "req", "host_cfg", "keepalive", "up", "buf", "relay",
                  "relay_resp", "upload_complete", "upstream_closed", "recv",
-                 "send_duplex", "buffering")
+                 "send_duplex", "buffering", "addrs")
 
     def __init__(self, ex: Exchange, client: ClientSide, req: Request, host_cfg: HostConfig,
-                 keepalive: bool, buffering: bool) -> None:
+                 keepalive: bool, buffering: bool, addrs: AddressSet | None = None) -> None:
         self.ex = ex
+        self.addrs = addrs
         self.buffering = buffering
         self.client = client
         self.req = req
@@ -556,7 +569,7 @@ class _Flow:
                     and self.relay_resp is not None and self.relay_resp.keep_alive
                     and not params.disablereuse)
         if reusable:
-            self.ex.pool.release(state, up)
+            self.ex.pool.release(state, up, self.addrs.listed if self.addrs else None)
         else:
             up.sock.close()
         if relay.spool.spill_error:

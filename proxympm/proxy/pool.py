@@ -5,8 +5,14 @@ taken and cold ones age out; an idle ``ttl`` (kept below the backend's own
 keep-alive timeout); an EOF check right before reuse; and only a connection whose
 request and response were both exchanged completely is ever put back.
 
-Thread model: any worker thread calls ``acquire``/``release``; the idle stack is
-guarded by one small lock per backend, held only for a list push or pop.
+A backend name with several addresses (DNS) keeps its connections in one stack,
+each tagged with its address; a worker asks for one to the address the rotation
+chose (``take_idle(..., addr)``), so requests, not only new connections, are spread
+over the addresses.
+
+Thread model: any worker thread calls ``take_idle``/``release``; the DNS thread calls
+``drop_addresses``; the idle stack is guarded by one small lock per backend, held
+only for a list push, pop or filter.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxympm.proxy.routing import Target
@@ -36,6 +43,7 @@ class Upstream:
     target: Target
     reused: int = 0  # requests already completed on it
     idle_since: float = 0.0
+    addr: tuple | None = None  # the socket address it is connected to (one of the name's)
 
 
 class BackendState:
@@ -67,15 +75,25 @@ class Pool:
                 state = self._backends.setdefault(key, BackendState(target))
         return state
 
-    def take_idle(self, state: BackendState, ttl: float | None) -> Upstream | None:
-        """Most recently used live idle connection, or None."""
+    def take_idle(self, state: BackendState, ttl: float | None,
+                  addr: tuple | None = None) -> Upstream | None:
+        """Most recently used live idle connection (to ``addr``, if given), or None."""
         limit = ttl if ttl is not None else DEFAULT_IDLE_LIMIT
         now = time.monotonic()
         while True:
             with state.lock:
-                if not state.idle:
+                idle = state.idle
+                if not idle:
                     return None
-                up = state.idle.pop()
+                if addr is None or idle[-1].addr == addr:
+                    up = idle.pop()
+                else:  # a backend name with several addresses: LIFO per address
+                    for i in range(len(idle) - 2, -1, -1):
+                        if idle[i].addr == addr:
+                            up = idle.pop(i)
+                            break
+                    else:
+                        return None
             sock = up.sock
             alive = (still_open_tls(sock) if isinstance(sock, ssl.SSLSocket)
                      else _still_open(sock))
@@ -83,14 +101,33 @@ class Pool:
                 return up
             up.sock.close()
 
-    def release(self, state: BackendState, up: Upstream) -> None:
+    def release(self, state: BackendState, up: Upstream,
+                listed: Callable[[tuple | None], bool] | None = None) -> None:
+        """Keep ``up`` for reuse; ``listed`` says whether its address is still one of
+        the backend name's (checked under the lock that ``drop_addresses`` takes, so a
+        connection is never kept after its address was dropped)."""
         up.reused += 1
         up.idle_since = time.monotonic()
         with state.lock:
-            if len(state.idle) < MAX_IDLE_PER_BACKEND:
+            if len(state.idle) < MAX_IDLE_PER_BACKEND and (listed is None or listed(up.addr)):
                 state.idle.append(up)
                 return
         up.sock.close()
+
+    def drop_addresses(self, host: str, port: int, addrs: list[tuple]) -> None:
+        """DNS thread: ``host:port`` no longer stands for ``addrs``; close the idle
+        connections to them (those in use close when their request is done)."""
+        gone = set(addrs)
+        with self._lock:
+            states = [s for s in self._backends.values()
+                      if s.target.host.lower() == host and s.target.port == port]
+        for state in states:
+            with state.lock:
+                doomed = [up for up in state.idle if up.addr in gone]
+                if doomed:
+                    state.idle = [up for up in state.idle if up.addr not in gone]
+            for up in doomed:
+                up.sock.close()
 
     def close_all(self) -> None:
         for state in list(self._backends.values()):

@@ -19,6 +19,8 @@ Fixtures:
 
 ``PROXYMPM_CMD`` in the environment replaces ``python -m proxympm`` everywhere.
 - ``certs`` (session): a trustme CA and a server cert for localhost/127.0.0.1/::1.
+- ``dnsmasq(hosts=..., ttl=1, srv=(), start=True) -> Dnsmasq``: a real DNS server on a
+  loopback port, authoritative for ``.test`` (tests/support/dns.py).
 
 Processes are started in a new session, so the arbiter's pid is also the session id:
 teardown SIGKILLs every live descendant and every member of that session, each
@@ -42,6 +44,7 @@ if str(ROOT) not in sys.path:
 
 from tests.support import procs  # noqa: E402
 from tests.support.backend import Backend  # noqa: E402
+from tests.support.dns import Dnsmasq  # noqa: E402
 from tests.support.net import free_port as _free_port  # noqa: E402
 from tests.support.net import port_accepts  # noqa: E402
 from tests.support.servers import (  # noqa: E402
@@ -208,3 +211,26 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         for blob in server.cert_chain_pems:
             f.write(blob.bytes())
     return result
+
+
+# -- DNS ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dnsmasq(tmp_path: Path) -> Iterator[Callable[..., Dnsmasq]]:
+    """``dnsmasq(hosts={name: [addr...]}, ttl=1, srv=(), start=True) -> Dnsmasq``: a
+    real dnsmasq on a free loopback port (see tests/support/dns.py); stopped by pid."""
+    servers: list[Dnsmasq] = []
+
+    def make(hosts: dict[str, list[str]] | None = None, ttl: int = 1,
+             srv: tuple[str, ...] = (), start: bool = True) -> Dnsmasq:
+        d = tmp_path / f"dns{len(servers)}"
+        d.mkdir()
+        server = Dnsmasq(d, _free_port())
+        servers.append(server)
+        server.set_hosts(hosts or {})
+        return server.start(ttl=ttl, srv=srv) if start else server
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -1,0 +1,205 @@
+"""Upstream names through a real DNS server (dnsmasq on a loopback port): every
+address of a name is used, changes are followed within the TTL, SRV records give
+hosts and ports, an outage keeps the last good answer, the TTL floor and ceiling
+hold, and the server starts while the DNS server is down.
+
+Backends listen on distinct loopback addresses (127.0.0.2, 127.0.0.3, ...) so that
+each answer can be told apart; all TTLs are 1 s and ceilings a few seconds."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import requests
+
+from tests.support.backend import Backend
+from tests.support.dns import Dnsmasq
+from tests.support.net import free_port
+from tests.support.servers import Proxy
+
+NAME_CONF = """
+ProxyDNSServers {dns}
+{extra}
+ProxyPass "/" "http://app.test:{p}/"
+"""
+
+
+def _backends(factory: Callable[..., Backend], *ips: str, port: int | None = None
+              ) -> list[Backend]:
+    port = port or free_port()
+    return [factory(f"b{ip.rsplit('.', 1)[1]}", host=ip, port=port) for ip in ips]
+
+
+def _who(session: requests.Session, url: str, n: int = 1) -> list[str]:
+    out = []
+    for i in range(n):
+        r = session.get(f"{url}/n{i}", timeout=10)
+        assert r.status_code == 200, r.text
+        out.append(r.json()["backend"])
+    return out
+
+
+def _until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``check`` until true; returns the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def test_requests_balance_over_every_a_record_with_a_pool_per_address(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    b2, b3, b4 = _backends(backend_factory, "127.0.0.2", "127.0.0.3", "127.0.0.4")
+    dns = dnsmasq({"app.test": ["127.0.0.2", "127.0.0.3", "127.0.0.4"]})
+    proxy = proxympm(NAME_CONF, dns=dns.server, p=b2.port, extra="")
+    with requests.Session() as s:
+        seen = Counter(_who(s, proxy.url, 30))
+    assert seen == {"b2": 10, "b3": 10, "b4": 10}  # round robin per request
+    # keep-alive works per address: one upstream connection each, reused
+    assert [b.connections_accepted for b in (b2, b3, b4)] == [1, 1, 1]
+    assert b2.requests[0].header("Host") == f"app.test:{b2.port}"
+
+
+def test_added_and_removed_records_are_followed_within_the_ttl(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    b2, b3 = _backends(backend_factory, "127.0.0.2", "127.0.0.3")
+    dns = dnsmasq({"app.test": ["127.0.0.2"]}, ttl=1)
+    proxy = proxympm(NAME_CONF, dns=dns.server, p=b2.port, extra="")
+    with requests.Session() as s:
+        assert set(_who(s, proxy.url, 4)) == {"b2"}
+        dns.set_hosts({"app.test": ["127.0.0.2", "127.0.0.3"]})  # added
+        took = _until(lambda: "b3" in _who(s, proxy.url, 2), 5, "the added address used")
+        assert took < 4  # TTL 1 s + floor 1 s, with slack for a loaded machine
+        assert b2.open_connections == 1  # its pooled connection is still there
+        dns.set_hosts({"app.test": ["127.0.0.3"]})  # removed
+        _until(lambda: b2.open_connections == 0, 5,
+               "the pooled connection to the removed address closed")
+        assert set(_who(s, proxy.url, 6)) == {"b3"}
+    assert "DNS: app.test now resolves to 127.0.0.3" in proxy.error_log()
+
+
+def test_srv_records_give_hosts_ports_priorities_and_weights(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    t1 = backend_factory("t1", host="127.0.0.2", port=free_port())
+    t2 = backend_factory("t2", host="127.0.0.3", port=free_port())
+    t3 = backend_factory("t3", host="127.0.0.4", port=free_port())  # priority 1: backup
+    srv = "_http._tcp.svc.test"
+    dns = dnsmasq({"t1.test": ["127.0.0.2"], "t2.test": ["127.0.0.3"],
+                   "t3.test": ["127.0.0.4"]},
+                  srv=(f"{srv},t1.test,{t1.port},0,3", f"{srv},t2.test,{t2.port},0,1",
+                       f"{srv},t3.test,{t3.port},1,1"))
+    proxy = proxympm("""
+ProxyDNSServers {dns}
+<Proxy "balancer://k8s">
+    BalancerMember "http://_http._tcp.svc.test" srv=on
+</Proxy>
+ProxyPass "/" "balancer://k8s/"
+""", dns=dns.server)
+    with requests.Session() as s:
+        seen = Counter(_who(s, proxy.url, 40))
+        assert seen == {"t1": 30, "t2": 10}  # weights 3:1; priority 1 unused
+        assert t1.requests[0].header("Host") == "svc.test"  # the SRV name's domain
+        t1.stop()
+        t2.stop()
+        # the lowest priority is unreachable: the next one serves, without errors
+        assert set(_who(s, proxy.url, 5)) == {"t3"}
+
+
+def test_dns_outage_keeps_traffic_on_the_last_good_answer(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    b2, b3 = _backends(backend_factory, "127.0.0.2", "127.0.0.3")
+    dns = dnsmasq({"app.test": ["127.0.0.2"]}, ttl=1)
+    proxy = proxympm(NAME_CONF, dns=dns.server, p=b2.port, extra="ProxyDNSTTLCeiling 2")
+    with requests.Session() as s:
+        assert _who(s, proxy.url) == ["b2"]
+        dns.stop()
+        proxy.wait_for_log("error", r"DNS lookup failure for: app\.test .*keeping the last "
+                           r"good answer \(127\.0\.0\.2:\d+\)", timeout=5)
+        # several failed refreshes later (floor 1 s, ceiling 2 s), still served
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            assert _who(s, proxy.url, 3) == ["b2"] * 3
+        assert proxy.error_log().count("DNS lookup failure for: app.test") == 1  # once
+        dns.set_hosts({"app.test": ["127.0.0.3"]})
+        dns.start(ttl=1)
+        _until(lambda: _who(s, proxy.url) == ["b3"], 5, "the new answer used after the outage")
+    proxy.wait_for_log("error", r"DNS lookup for app\.test works again")
+
+
+def test_nxdomain_drops_the_addresses_after_the_ceiling(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    (b2,) = _backends(backend_factory, "127.0.0.2")
+    dns = dnsmasq({"app.test": ["127.0.0.2"]}, ttl=1)
+    proxy = proxympm(NAME_CONF, dns=dns.server, p=b2.port, extra="ProxyDNSTTLCeiling 2")
+    with requests.Session() as s:
+        assert _who(s, proxy.url) == ["b2"]
+        dns.set_hosts({})  # authoritative NXDOMAIN from now on
+        _until(lambda: s.get(f"{proxy.url}/x", timeout=10).status_code == 503, 6,
+               "503 once the name is gone for longer than the ceiling")
+    assert "dropping its addresses" in proxy.error_log()
+
+
+def test_ttl_ceiling_bounds_a_long_ttl(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    b2, b3 = _backends(backend_factory, "127.0.0.2", "127.0.0.3")
+    dns = dnsmasq({"app.test": ["127.0.0.2"]}, ttl=3600)
+    proxy = proxympm(NAME_CONF, dns=dns.server, p=b2.port, extra="ProxyDNSTTLCeiling 2")
+    with requests.Session() as s:
+        assert _who(s, proxy.url) == ["b2"]
+        dns.set_hosts({"app.test": ["127.0.0.3"]})
+        _until(lambda: _who(s, proxy.url) == ["b3"], 6,
+               "a TTL 3600 answer asked again after the 2 s ceiling")
+
+
+def test_ttl_floor_holds_a_short_ttl(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    b2, b3 = _backends(backend_factory, "127.0.0.2", "127.0.0.3")
+    dns = dnsmasq({"app.test": ["127.0.0.2"]}, ttl=1)
+    proxy = proxympm(NAME_CONF, dns=dns.server, p=b2.port, extra="ProxyDNSTTLFloor 5")
+    with requests.Session() as s:
+        assert _who(s, proxy.url) == ["b2"]
+        asked = dns.queries("app.test")
+        assert asked >= 1
+        dns.set_hosts({"app.test": ["127.0.0.3"]})
+        # TTL 1 s, but no new question before the 5 s floor: the old answer stays
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            assert _who(s, proxy.url, 2) == ["b2", "b2"]
+        assert dns.queries("app.test") == asked
+        _until(lambda: _who(s, proxy.url) == ["b3"], 8, "asked again once the floor passed")
+
+
+def test_server_starts_with_the_dns_server_down_and_recovers(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    (b2,) = _backends(backend_factory, "127.0.0.2")
+    dns = dnsmasq({"app.test": ["127.0.0.2"]}, start=False)
+    proxy = proxympm(NAME_CONF, dns=dns.server, p=b2.port, extra="ProxyDNSTTLCeiling 2")
+    proxy.wait_for_log("error", r"DNS lookup failure for: app\.test .*requests for it get "
+                       r"503 until it resolves")
+    with requests.Session() as s:
+        r = s.get(f"{proxy.url}/x", timeout=10)
+        assert r.status_code == 503
+        dns.start(ttl=1)
+        _until(lambda: s.get(f"{proxy.url}/x", timeout=10).status_code == 200, 6,
+               "served once the DNS server is up")
+    assert proxy.running()

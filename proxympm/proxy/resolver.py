@@ -201,7 +201,7 @@ class _Name:
     except creation under ``Resolver._lock``)."""
 
     __slots__ = ("qname", "srv", "sets", "next_at", "failures", "good_at", "failing",
-                 "answer", "srv_targets")
+                 "answer", "srv_targets", "bad_targets")
 
     def __init__(self, qname: str, srv: bool) -> None:
         self.qname = qname
@@ -213,6 +213,7 @@ class _Name:
         self.failing = False  # a failure was logged and no success since
         self.answer: tuple[Endpoint, ...] = ()  # last good answer, ports 0 for A names
         self.srv_targets: dict[str, _Hosts] = {}  # SRV: last good addresses per target
+        self.bad_targets: set[str] = set()  # SRV targets whose failure was logged
 
 
 class Resolver:
@@ -242,10 +243,10 @@ class Resolver:
 
     def address_set(self, host: str, port: int, srv: bool = False) -> AddressSet:
         """The set for ``host:port`` (an SRV name: ``port`` 0), made on first use."""
-        key = (host.lower(), port)
-        found = self._sets.get(key)
+        found = self._sets.get((host, port))  # URL hosts come lower-cased already
         if found is not None:
             return found
+        key = (host.lower(), port)
         with self._lock:
             found = self._sets.get(key)
             if found is not None:
@@ -262,7 +263,7 @@ class Resolver:
                 name.sets[port] = found
                 if name.answer:
                     found.replace(self._endpoints(name, port))
-            self._sets[key] = found
+            self._sets[key] = self._sets[(host, port)] = found
         if family is None:
             self._poke()
         return found
@@ -465,10 +466,12 @@ class Resolver:
                 if previous:
                     hosts[target] = previous  # keep that target's last good addresses
                     ttls.append(self.floor)  # and ask again soon
-                elif self.log is not None:
+                elif self.log is not None and target not in name.bad_targets:
                     self.log.error("proxy", f"AH00898: DNS lookup failure for: {target} "
                                    f"(target of {name.qname}): {got}")
+                name.bad_targets.add(target)
                 continue
+            name.bad_targets.discard(target)
             hosts[target] = got[0]
             ttls.append(got[1])
         name.srv_targets = hosts

@@ -242,11 +242,13 @@ class Resolver:
     # -- any thread -------------------------------------------------------------------
 
     def address_set(self, host: str, port: int, srv: bool = False) -> AddressSet:
-        """The set for ``host:port`` (an SRV name: ``port`` 0), made on first use."""
+        """The set for ``host:port`` (an SRV name: ``port`` 0), made on first use.
+        A host that starts with ``_`` is an SRV name (the config allows it only so)."""
         found = self._sets.get((host, port))  # URL hosts come lower-cased already
         if found is not None:
             return found
         key = (host.lower(), port)
+        srv = srv or host.startswith("_")
         with self._lock:
             found = self._sets.get(key)
             if found is not None:

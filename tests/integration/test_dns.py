@@ -203,3 +203,28 @@ def test_server_starts_with_the_dns_server_down_and_recovers(
         _until(lambda: s.get(f"{proxy.url}/x", timeout=10).status_code == 200, 6,
                "served once the DNS server is up")
     assert proxy.running()
+
+
+def test_a_member_without_addresses_fails_over_and_is_not_put_in_error(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    (b2,) = _backends(backend_factory, "127.0.0.2")
+    b3 = backend_factory("b3", host="127.0.0.3", port=b2.port)
+    dns = dnsmasq({"good.test": ["127.0.0.2"]}, ttl=1)  # gone.test: NXDOMAIN
+    proxy = proxympm("""
+ProxyDNSServers {dns}
+ProxyDNSTTLCeiling 2
+<Proxy "balancer://mixed">
+    BalancerMember "http://gone.test:{p}"
+    BalancerMember "http://good.test:{p}"
+</Proxy>
+ProxyPass "/" "balancer://mixed/"
+""", dns=dns.server, p=b2.port)
+    with requests.Session() as s:
+        assert set(_who(s, proxy.url, 6)) == {"b2"}  # every request failed over
+        # the member was not put in error for retry=60 s: once its name resolves,
+        # it takes its share at once
+        dns.set_hosts({"good.test": ["127.0.0.2"], "gone.test": ["127.0.0.3"]})
+        _until(lambda: "b3" in _who(s, proxy.url, 2), 5, "the member used once it resolves")
+    assert b3.requests

@@ -509,8 +509,9 @@ DECLARATIONS: tuple[Declaration, ...] = (
         default=None,
         doc="Name servers used to resolve the host names of ProxyPass and BalancerMember "
         "URLs (IPv6 in brackets when a port is given: `127.0.0.1:5353 [::1]:53`; port 53 "
-        "by default), asked in order. Unset, the system's `/etc/resolv.conf` is used (and "
-        "`/etc/hosts` is read first, as getaddrinfo does). Names are resolved with aiodns by "
+        "by default), asked in order. Unset, the system's `/etc/resolv.conf` gives them "
+        "(with its search domains). Either way `/etc/hosts` is read first, as getaddrinfo "
+        "does; an SRV name is asked as written (give it in full). Names are resolved with aiodns by "
         "a background thread in each child, never on a request's path: A and AAAA records "
         "together, each answer kept for its TTL bounded by ProxyDNSTTLFloor and "
         "ProxyDNSTTLCeiling, then asked again. A name with several addresses spreads "

@@ -1,6 +1,7 @@
 """One proxied request, upstream side: the state machine a worker thread runs.
 
-Phases (named as nginx's upstream module names them): CONNECT (pooled or new),
+Phases (named as nginx's upstream module names them): CONNECT (pooled or new, to
+the address the backend name's rotation puts first: ``resolver.AddressSet``),
 SEND (request head and body; an upstream that answers early is relayed while we
 send), READ_HEAD (status line and fields, 1xx skipped), RELAY (response body to
 the client, in relay.py), DONE (connection pooled or closed).
@@ -17,8 +18,8 @@ request.
 
 Thread model: runs entirely in one worker thread; touches the client connection
 (owned by that worker for the duration), the shared Pool (locked internally),
-the BackendState error flag (a float written whole, read without a lock) and the
-balancers (locked internally).
+the BackendState error flag (a float written whole, read without a lock), the
+balancers and the resolver's address sets (both locked internally).
 """
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ class Exchange:
             self.log.error("proxy", f"AH01144: refusing to send a request to "
                            f"{target.name}: {exc}", peer)
             out.error = 500
-            return out
+            return out, False
         attempts = 0
         while True:
             attempts += 1

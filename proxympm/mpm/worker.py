@@ -117,6 +117,10 @@ class Worker:
             self._access(conn, host, out, start, "X")
             self.listener.close(conn)
             return None
+        elif out.tunnel is not None:  # 101: the listener relays it from now on
+            self._access(conn, host, out, start, "-")
+            self.listener.tunnels.adopt(conn, out.tunnel)
+            return None
         else:
             conn.out = b""
             conn.spool = out.spool

@@ -99,7 +99,9 @@ class ResponseRelay:
                 pending.append(b"0\r\n\r\n")
                 self.pending_len += 5
             return
-        if pending and (self.sent_any or self.pending_len >= FLUSH_AT):
+        # A streaming route (flushpackets, responsebuffering=off) passes every piece
+        # on as it arrives, the head at once: an event must not wait for the next.
+        if pending and (self.sent_any or not self.buffering or self.pending_len >= FLUSH_AT):
             self.flush()
 
     def upstream_eof(self) -> None:

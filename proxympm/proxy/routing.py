@@ -21,13 +21,15 @@ if TYPE_CHECKING:
 class Target:
     """Where a route sends requests: one backend origin plus a base path."""
 
-    scheme: str  # "http" or "https"
+    scheme: str  # "http" or "https" (a ws:// URL is http, wss:// is https)
     host: str
     port: int
     base_path: bytes  # path prefix of the ProxyPass URL, as bytes
     name: str  # "http://host:port", for logs and the backend table
     # a balancer:// route: the per-child balancer that picks the member per request
     balancer: Balancer | None = field(default=None, compare=False)
+    # a ws:// or wss:// URL: requests may upgrade to WebSocket without upgrade=
+    websocket: bool = False
 
     @property
     def host_header(self) -> bytes:
@@ -39,13 +41,17 @@ class Target:
 def parse_target(url: str) -> Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    websocket = scheme in ("ws", "wss")
+    if websocket:  # mod_proxy_http (2.4.47+): ws: and wss: are http: and https:
+        scheme = "https" if scheme == "wss" else "http"
     if scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"unsupported ProxyPass URL {url!r}")
     port = parts.port or (443 if scheme == "https" else 80)
     path = parts.path or "/"
     host = parts.hostname
     shown = f"[{host}]" if ":" in host else host
-    return Target(scheme, host, port, path.encode("ascii"), f"{scheme}://{shown}:{port}")
+    return Target(scheme, host, port, path.encode("ascii"), f"{scheme}://{shown}:{port}",
+                  websocket=websocket)
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,11 +103,11 @@ def test_balancer_url_is_accepted_syntactically(load: Load) -> None:
         ("ProxyPass / http://b/?x=1", "ProxyPass URL 'http://b/?x=1' must not contain a query "
          "string"),
         ("ProxyPass / ftp://b/", "ProxyPass URL 'ftp://b/' is not supported: proxympm proxies "
-         "to http://, https:// and balancer:// URLs"),
+         "to http://, https://, ws://, wss:// and balancer:// URLs"),
         ("ProxyPass / 127.0.0.1:8000", "ProxyPass URL '127.0.0.1:8000' is not supported: "
-         "proxympm proxies to http://, https:// and balancer:// URLs"),
+         "proxympm proxies to http://, https://, ws://, wss:// and balancer:// URLs"),
         ("ProxyPass / http:///x", "ProxyPass URL 'http:///x' is not supported: proxympm "
-         "proxies to http://, https:// and balancer:// URLs"),
+         "proxies to http://, https://, ws://, wss:// and balancer:// URLs"),
         ("ProxyPass / http://b:99999/", "ProxyPass URL 'http://b:99999/' has an invalid port"),
     ],
 )  # fmt: skip
@@ -225,7 +225,7 @@ def test_reverse_rules_server_and_vhost(load: Load) -> None:
         ("ProxyPassReverse / http://b/ interpolate", "ProxyPassReverse interpolate is not "
          "supported by proxympm"),
         ("ProxyPassReverse / b.example", "ProxyPassReverse URL 'b.example' is not supported: "
-         "proxympm proxies to http://, https:// and balancer:// URLs"),
+         "proxympm proxies to http://, https://, ws://, wss:// and balancer:// URLs"),
     ],
 )  # fmt: skip
 def test_proxypassreverse_errors(load: Load, text: str, message: str) -> None:

@@ -1,0 +1,202 @@
+"""WebSocket (Upgrade) tunnels through a real proxympm: the ``websockets`` library as
+client and as server (tests/support/ws_backend.py, its own process), echo both ways,
+text and binary, messages far larger than the socket buffers (backpressure), the
+close handshake, idle timeout, an upgrade the backend refuses, an upgrade on a route
+that does not allow it, TLS on the client side and on the backend side (wss://).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.support import procs
+from tests.support.backend import Backend
+from tests.support.servers import ROOT, Proxy, child_env, kill_tree
+
+MakeProxy = Callable[..., Proxy]
+
+
+@dataclass
+class WSBackend:
+    proc: subprocess.Popen[bytes]
+    port: int
+    starttime: int | None
+
+    def stop(self) -> None:
+        kill_tree(self.proc.pid, self.starttime)
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def ws_backend() -> Iterator[Callable[..., WSBackend]]:
+    started: list[WSBackend] = []
+
+    def start(tls: tuple[object, object] | None = None) -> WSBackend:
+        args = [sys.executable, "-m", "tests.support.ws_backend"]
+        if tls:
+            args += ["--tls", str(tls[0]), str(tls[1])]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                cwd=ROOT, env=child_env(), start_new_session=True)
+        st = procs.stat(proc.pid)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        backend = WSBackend(proc, int(line), st.starttime if st else None)
+        started.append(backend)
+        return backend
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+CONF = """
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 2
+MaxRequestWorkers 2
+{extra}
+ProxyPass /ws ws://127.0.0.1:{w}/ws
+ProxyPass /hello ws://127.0.0.1:{w}/hello
+ProxyPass /refuse ws://127.0.0.1:{w}/refuse
+ProxyPass /any http://127.0.0.1:{w}/any upgrade=ANY
+ProxyPass /plain http://127.0.0.1:{w}/plain
+ProxyPass / http://127.0.0.1:{b}/
+"""
+
+
+def _client(url: str, **kw: object):  # type: ignore[no-untyped-def]
+    return connect(url, max_size=None, compression=None, ping_interval=None,
+                   open_timeout=10, close_timeout=5, proxy=None, **kw)
+
+
+def test_echo_text_binary_large_and_close(proxympm: MakeProxy, ws_backend, backend: Backend
+                                          ) -> None:
+    w = ws_backend()
+    proxy = proxympm(CONF, w=w.port, b=backend.port, extra="")
+    big = os.urandom(8 * 1024 * 1024)  # far beyond every socket buffer on the way
+    with _client(f"ws://127.0.0.1:{proxy.port}/ws") as ws:
+        ws.send("héllo")
+        assert ws.recv(timeout=10) == "héllo"
+        ws.send(b"\x00\x01binary")
+        assert ws.recv(timeout=10) == b"\x00\x01binary"
+        ws.send(big)
+        assert ws.recv(timeout=30) == big
+        for i in range(50):  # many small messages, both ways, in order
+            ws.send(f"m{i}")
+        assert [ws.recv(timeout=10) for _ in range(50)] == [f"m{i}" for i in range(50)]
+        # Both workers are free while the tunnel is open: plain requests are served.
+        for _ in range(4):
+            assert requests.get(f"{proxy.url}/x", timeout=10).status_code == 200
+    assert ws.protocol.close_code == 1000  # the close handshake went through both ways
+    proxy.wait_for_log("access", r'"GET /ws HTTP/1.1" 101 ')
+
+
+def test_backend_speaking_first_and_any_protocol(proxympm: MakeProxy, ws_backend,
+                                                 backend: Backend) -> None:
+    w = ws_backend()
+    proxy = proxympm(CONF, w=w.port, b=backend.port, extra="")
+    with _client(f"ws://127.0.0.1:{proxy.port}/hello") as ws:
+        assert ws.recv(timeout=10) == "hello from the backend"
+        ws.send("and back")
+        assert ws.recv(timeout=10) == "and back"
+    with _client(f"ws://127.0.0.1:{proxy.port}/any") as ws:
+        ws.send("any")
+        assert ws.recv(timeout=10) == "any"
+
+
+def test_refused_upgrade_and_route_without_upgrade(proxympm: MakeProxy, ws_backend,
+                                                   backend: Backend) -> None:
+    w = ws_backend()
+    proxy = proxympm(CONF, w=w.port, b=backend.port, extra="")
+    with pytest.raises(InvalidStatus) as refused:
+        _client(f"ws://127.0.0.1:{proxy.port}/refuse")
+    assert refused.value.response.status_code == 403
+    assert refused.value.response.body == b"no websocket for you\n"
+    # No upgrade= on the route: Upgrade is hop-by-hop and stripped, so the backend
+    # sees a plain GET and answers that (websockets: 426 Upgrade Required).
+    with pytest.raises(InvalidStatus) as plain:
+        _client(f"ws://127.0.0.1:{proxy.port}/plain")
+    assert plain.value.response.status_code == 426
+    # The proxy keeps serving, upgrades included.
+    with _client(f"ws://127.0.0.1:{proxy.port}/ws") as ws:
+        ws.send("still here")
+        assert ws.recv(timeout=10) == "still here"
+
+
+def test_idle_tunnel_is_closed(proxympm: MakeProxy, ws_backend, backend: Backend) -> None:
+    w = ws_backend()
+    proxy = proxympm(CONF, w=w.port, b=backend.port, extra="ProxyWebsocketIdleTimeout 1")
+    with _client(f"ws://127.0.0.1:{proxy.port}/ws") as ws:
+        ws.send("before")
+        assert ws.recv(timeout=10) == "before"
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=15)  # silence: the proxy closes the tunnel after 1 s
+    proxy.wait_for_log("error", r"tunnel idle for 1s; closing it")
+
+
+def test_wss_backend_behind_a_tls_front(proxympm: MakeProxy, ws_backend, backend: Backend,
+                                        certs) -> None:
+    w = ws_backend(tls=(certs.cert_pem, certs.key_pem))
+    conf = f"""
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 2
+MaxRequestWorkers 2
+Listen 127.0.0.1:{{port}} https
+SSLProxyEngine on
+SSLProxyCACertificateFile {certs.ca_pem}
+<VirtualHost 127.0.0.1:{{port}}>
+    ServerName localhost
+    SSLEngine on
+    SSLCertificateFile {certs.cert_pem}
+    SSLCertificateKeyFile {certs.key_pem}
+    ProxyPass /ws wss://localhost:{{w}}/ws
+    ProxyPass /hello wss://localhost:{{w}}/hello
+    ProxyPass / http://127.0.0.1:{{b}}/
+</VirtualHost>
+"""
+    proxy = proxympm(conf, w=w.port, b=backend.port)
+    ctx = ssl.create_default_context(cafile=str(certs.ca_pem))
+    big = os.urandom(4 * 1024 * 1024)
+    with _client(f"wss://localhost:{proxy.port}/ws", ssl=ctx) as ws:
+        ws.send("over tls")
+        assert ws.recv(timeout=10) == "over tls"
+        for _ in range(2):  # TLS records both ways, much more than any buffer
+            ws.send(big)
+            assert ws.recv(timeout=30) == big
+        for i in range(30):
+            ws.send(b"%d" % i)
+        assert [ws.recv(timeout=10) for _ in range(30)] == [b"%d" % i for i in range(30)]
+    assert ws.protocol.close_code == 1000
+    with _client(f"wss://localhost:{proxy.port}/hello", ssl=ctx) as ws:
+        assert ws.recv(timeout=10) == "hello from the backend"
+    r = requests.get(f"https://localhost:{proxy.port}/x", verify=str(certs.ca_pem), timeout=10)
+    assert r.status_code == 200
+
+
+def test_upgrade_header_is_not_forwarded_on_plain_routes(proxympm: MakeProxy,
+                                                         backend: Backend) -> None:
+    proxy = proxympm("ProxyPass / http://127.0.0.1:{b}/ upgrade=websocket\n",
+                     b=backend.port)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        # HTTP/1.0: Upgrade does not count (RFC 9110 7.8), the request is proxied plainly
+        s.sendall(b"GET /a HTTP/1.0\r\nHost: x\r\nConnection: upgrade\r\n"
+                  b"Upgrade: websocket\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    seen = backend.requests[-1]
+    assert seen.header("upgrade") is None
+    assert "upgrade" not in (seen.header("connection") or "").lower()

@@ -200,3 +200,41 @@ def test_upgrade_header_is_not_forwarded_on_plain_routes(proxympm: MakeProxy,
     seen = backend.requests[-1]
     assert seen.header("upgrade") is None
     assert "upgrade" not in (seen.header("connection") or "").lower()
+
+
+def test_5000_websockets_through_one_child_with_4_threads(proxympm: MakeProxy, ws_backend,
+                                                          backend: Backend) -> None:
+    """Tunnels hold no worker: 5,000 open WebSockets on ThreadsPerChild 4, each echoing,
+    while plain requests are still answered. The bulk uses the lean raw client
+    (tests/support/wsclient.py); the library checks correctness beside them."""
+    from tests.support.net import raise_nofile
+    from tests.support.wsclient import echo_round, open_many
+
+    count = 5000
+    raise_nofile(2 * count + 1000)  # the child and the backend inherit it too
+    w = ws_backend()
+    proxy = proxympm("""
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 4
+MaxRequestWorkers 4
+ListenBacklog 2048
+ProxyPass /ws ws://127.0.0.1:{w}/ws
+ProxyPass / http://127.0.0.1:{b}/
+""", w=w.port, b=backend.port)
+    assert len(proxy.children()) == 1
+    socks = open_many(proxy.port, b"/ws", count, batch=250, timeout=90)
+    try:
+        echo_round(socks, b"first")
+        with _client(f"ws://127.0.0.1:{proxy.port}/ws") as ws:  # one more, by the library
+            ws.send(b"\xff" * 100000)
+            assert ws.recv(timeout=20) == b"\xff" * 100000
+        with requests.Session() as session:
+            for i in range(20):
+                r = session.get(f"{proxy.url}/plain/{i}", timeout=10)
+                assert r.status_code == 200
+        echo_round(socks, b"second")
+    finally:
+        for s in socks:
+            s.close()
+    assert len(proxy.children()) == 1, "the child must not have been replaced"

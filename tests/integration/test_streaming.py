@@ -1,0 +1,117 @@
+"""Server-sent events and long polls on streaming routes (``flushpackets=on``,
+``responsebuffering=off``): the response head and then every event reach the client
+as they leave the backend. The backend here sends the next piece only once the test
+client has seen the previous one through the proxy, so a proxy that holds anything
+back makes the test fail (bounded), without any timing assumption."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from tests.support.backend import Backend
+from tests.support.servers import Proxy
+
+MakeProxy = Callable[..., Proxy]
+WAIT = 10.0  # seconds the backend waits for the client to see a piece
+
+
+class GatedEvents:
+    """An upstream that streams ``count`` events, each after the client saw the last."""
+
+    def __init__(self, count: int, chunked: bool) -> None:
+        self.count = count
+        self.chunked = chunked
+        self.seen = [threading.Event() for _ in range(count + 1)]  # 0: the head
+        self.failure: str | None = None
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.lsock.accept()
+        except OSError:
+            return
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            framing = (b"Transfer-Encoding: chunked\r\n" if self.chunked
+                       else b"Connection: close\r\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Cache-Control: no-cache\r\n" + framing + b"\r\n")
+            for i in range(self.count):
+                if not self.seen[i].wait(WAIT):
+                    self.failure = f"the client never saw piece {i} (head = 0) in {WAIT}s"
+                    return
+                event = b"id: %d\ndata: event-%d\n\n" % (i, i)
+                conn.sendall(b"%x\r\n%s\r\n" % (len(event), event) if self.chunked else event)
+            if not self.seen[self.count].wait(WAIT):
+                self.failure = "the client never saw the last event"
+                return
+            if self.chunked:
+                conn.sendall(b"0\r\n\r\n")
+
+    def close(self) -> None:
+        self.lsock.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def gated() -> Iterator[Callable[..., GatedEvents]]:
+    made: list[GatedEvents] = []
+
+    def make(count: int, chunked: bool) -> GatedEvents:
+        g = GatedEvents(count, chunked)
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        g.close()
+
+
+@pytest.mark.parametrize(("switch", "chunked"), [
+    ("flushpackets=on", True),
+    ("responsebuffering=off", False),
+])
+def test_each_event_reaches_the_client_before_the_next_is_sent(
+        proxympm: MakeProxy, gated, backend: Backend, switch: str, chunked: bool) -> None:
+    events = gated(4, chunked)
+    proxy = proxympm(f"""
+ThreadsPerChild 2
+ProxyPass /events http://127.0.0.1:{{e}}/events {switch}
+ProxyPass / http://127.0.0.1:{{b}}/
+""", e=events.port, b=backend.port)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=WAIT + 5) as s:
+        s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        got = b""
+        marks = [b"\r\n\r\n"] + [b"data: event-%d\n\n" % i for i in range(4)]
+        for i, mark in enumerate(marks):
+            while mark not in got:
+                data = s.recv(65536)
+                assert data, f"connection closed before piece {i}: {got!r}; {events.failure}"
+                got += data
+            events.seen[i].set()
+            # While an event stream is open, other requests are still served.
+            if i == 1:
+                assert requests.get(f"{proxy.url}/other", timeout=10).status_code == 200
+        head = got.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 200 ")
+        assert b"content-type: text/event-stream" in head
+        if chunked:
+            while not got.endswith(b"0\r\n\r\n"):
+                data = s.recv(65536)
+                assert data, got
+                got += data
+            assert b"transfer-encoding: chunked" in head
+    assert events.failure is None, events.failure

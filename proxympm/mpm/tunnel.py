@@ -37,10 +37,12 @@ import queue
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.poller import READ, WRITE
+from proxympm.proxy.relay import RelayError, StreamSpec
 from proxympm.proxy.upgrade import TunnelSpec
 
 if TYPE_CHECKING:
@@ -85,6 +87,30 @@ class Tunnel:
         self.closed = False
 
 
+class Stream:
+    """A streaming response body (SSE, long poll) relayed upstream -> client only: the
+    relay decodes and re-frames it, the client gets each piece as it comes, and
+    the upstream is not read while the client has not taken the last piece."""
+
+    __slots__ = ("conn", "client", "upstream", "relay", "buf", "backend", "timeout",
+                 "client_timeout", "close_after", "on_done", "last", "closed")
+
+    def __init__(self, conn: Connection, spec: StreamSpec, close_after: bool,
+                 on_done: Callable[[int, int], None]) -> None:
+        self.conn = conn
+        self.client = _Side(conn.sock, b"", conn.registered)
+        self.upstream = _Side(spec.upstream, b"", False)
+        self.relay = spec.relay
+        self.buf = spec.buf
+        self.backend = spec.backend
+        self.timeout = spec.timeout
+        self.client_timeout = spec.client_timeout
+        self.close_after = close_after
+        self.on_done = on_done
+        self.last = time.monotonic()
+        self.closed = False
+
+
 class Tunnels:
     """Every tunnel of one child; owned by the listener thread."""
 
@@ -92,35 +118,49 @@ class Tunnels:
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
-        self.incoming: queue.SimpleQueue[tuple[Connection, TunnelSpec]] = queue.SimpleQueue()
-        self.by_fd: dict[int, Tunnel] = {}
+        self.incoming: queue.SimpleQueue[tuple[Connection, TunnelSpec | StreamSpec, bool,
+                                               Callable[[int, int], None] | None]] = (
+            queue.SimpleQueue())
+        self.by_fd: dict[int, Tunnel | Stream] = {}
         # (deadline, seq, tunnel), one entry per tunnel; activity moves a tunnel's
         # deadline lazily: an entry that comes due early is pushed again, not searched.
-        self.deadlines: list[tuple[float, int, Tunnel]] = []
+        self.deadlines: list[tuple[float, int, Tunnel | Stream]] = []
         self.seq = 0
 
     @property
     def count(self) -> int:
-        """Descriptors held by tunnels besides their client connection."""
+        """Descriptors held besides the client connections (one upstream each)."""
         return len(self.by_fd) // 2
 
     def adopt(self, conn: Connection, spec: TunnelSpec) -> None:
         """Worker thread: hand over a switched connection; the worker forgets it."""
         conn.set_state(State.TUNNEL)
-        self.incoming.put((conn, spec))
+        self.incoming.put((conn, spec, True, None))
+        self.listener.wake()
+
+    def adopt_stream(self, conn: Connection, spec: StreamSpec, close_after: bool,
+                     on_done: Callable[[int, int], None]) -> None:
+        """Worker thread: hand over a streaming response whose head was sent;
+        ``on_done(body_bytes, bytes_out)`` runs (listener thread) once it is complete."""
+        conn.set_state(State.TUNNEL)
+        self.incoming.put((conn, spec, close_after, on_done))
         self.listener.wake()
 
     def start_incoming(self) -> None:
         while True:
             try:
-                conn, spec = self.incoming.get_nowait()
+                conn, spec, close_after, on_done = self.incoming.get_nowait()
             except queue.Empty:
                 return
             if self.listener.stopping and not self.listener.graceful:
                 spec.upstream.close()
                 self.listener.close(conn)
                 continue
-            t = Tunnel(conn, spec)
+            if isinstance(spec, StreamSpec):
+                assert on_done is not None
+                t: Tunnel | Stream = Stream(conn, spec, close_after, on_done)
+            else:
+                t = Tunnel(conn, spec)
             self.by_fd[t.client.fd] = t
             self.by_fd[t.upstream.fd] = t
             self.seq += 1
@@ -137,7 +177,10 @@ class Tunnels:
 
     # -- moving bytes ----------------------------------------------------------------
 
-    def _pump(self, t: Tunnel) -> None:
+    def _pump(self, t: Tunnel | Stream) -> None:
+        if isinstance(t, Stream):
+            self._pump_stream(t)
+            return
         c, u = t.client, t.upstream
         try:
             moved = self._move(u, c)
@@ -210,7 +253,81 @@ class Tunnels:
             events |= side.wr_need
         return events
 
-    def _arm(self, t: Tunnel, side: _Side, events: int) -> None:
+    def _pump_stream(self, s: Stream) -> None:
+        c, u = s.client, s.upstream
+        relay = s.relay
+        rounds = 0
+        try:
+            while True:
+                if c.out:
+                    try:
+                        n = c.sock.send(c.out)
+                    except (BlockingIOError, ssl.SSLWantWriteError):
+                        c.wr_need = WRITE
+                        break
+                    except ssl.SSLWantReadError:
+                        c.wr_need = READ
+                        break
+                    s.last = time.monotonic()
+                    if n < len(c.out):
+                        c.out = memoryview(c.out)[n:]
+                        c.wr_need = WRITE
+                        break
+                    c.out = b""
+                if relay.done:
+                    self._finish_stream(s)
+                    return
+                if rounds >= ROUNDS and not (u.tls and u.sock.pending()):  # type: ignore[attr-defined]
+                    u.rd_need = READ
+                    break
+                try:
+                    data = u.sock.recv(RECV_SIZE)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    u.rd_need = READ
+                    break
+                except ssl.SSLWantWriteError:
+                    u.rd_need = WRITE
+                    break
+                rounds += 1
+                s.last = time.monotonic()
+                if data:
+                    s.buf += data
+                    c.out = relay.take(s.buf)
+                else:
+                    u.eof = True
+                    c.out = relay.take(None)  # RelayError if the body was cut short
+        except RelayError as exc:
+            self._abort_stream(s, f"AH01110: error reading the response body from "
+                               f"{s.backend}: {exc}")
+            return
+        except OSError as exc:  # the client went away, or the upstream reset
+            self._abort_stream(s, f"streaming response from {s.backend} ended: {exc}")
+            return
+        self._arm(s, c, c.wr_need if c.out else 0)
+        self._arm(s, u, 0 if c.out or u.eof else u.rd_need)
+
+    def _finish_stream(self, s: Stream) -> None:
+        """The body is complete: the upstream is closed (it is registered in this
+        poller; a pooled socket must not be), the client connection goes on to
+        keep-alive, a pipelined request, or a lingering close."""
+        s.closed = True
+        self.by_fd.pop(s.client.fd, None)
+        self.by_fd.pop(s.upstream.fd, None)
+        s.upstream.sock.close()
+        s.on_done(s.relay.body_bytes, s.relay.bytes_out)
+        conn = s.conn
+        conn.out = b""
+        conn.spool = None
+        listener = self.listener
+        if listener.start_write(conn, then_close=s.close_after):
+            listener.dispatch(conn)
+
+    def _abort_stream(self, s: Stream, message: str) -> None:
+        self.listener.log.error("proxy", message, s.conn.peer)
+        s.on_done(s.relay.body_bytes, s.relay.bytes_out)
+        self._close(s)
+
+    def _arm(self, t: Tunnel | Stream, side: _Side, events: int) -> None:
         if events == side.armed:
             return
         side.armed = events
@@ -222,7 +339,7 @@ class Tunnels:
             side.registered = True
             self.listener.poller.add(side.fd, events)
 
-    def _close(self, t: Tunnel) -> None:
+    def _close(self, t: Tunnel | Stream) -> None:
         if t.closed:
             return
         t.closed = True
@@ -248,11 +365,22 @@ class Tunnels:
             _, _, t = heapq.heappop(heap)
             if t.closed:
                 continue
-            due = t.last + t.timeout
+            waits_for_client = isinstance(t, Stream) and bool(t.client.out)
+            limit = t.client_timeout if waits_for_client else t.timeout  # type: ignore[union-attr]
+            due = t.last + limit
             if due > now:
                 self.seq += 1
                 heapq.heappush(heap, (due, self.seq, t))
                 continue
-            self.listener.log.info("proxy", f"tunnel idle for {t.timeout:g}s; closing it",
-                                   t.conn.peer)
-            self._close(t)
+            if isinstance(t, Tunnel):
+                self.listener.log.info("proxy", f"tunnel idle for {t.timeout:g}s; closing it",
+                                       t.conn.peer)
+                self._close(t)
+            elif waits_for_client:
+                self.listener.log.info("core", "AH01084: timed out writing the response to "
+                                       "the client", t.conn.peer)
+                t.on_done(t.relay.body_bytes, t.relay.bytes_out)
+                self._close(t)
+            else:
+                self._abort_stream(t, f"AH01110: error reading the response body from "
+                                   f"{t.backend}: timed out")

@@ -40,7 +40,7 @@ from proxympm.proxy import upstream
 from proxympm.proxy.balancer import Balancer, Member, Verdict
 from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.pool import BackendState, Pool, Upstream
-from proxympm.proxy.relay import RelayError, ResponseRelay
+from proxympm.proxy.relay import RelayError, ResponseRelay, StreamSpec
 from proxympm.proxy.resolver import Resolver
 from proxympm.proxy.routing import Target, strip_port
 from proxympm.proxy.spool import BodyFile, Spool
@@ -90,6 +90,7 @@ class Outcome:
     client_keepalive: bool = True
     spool: Spool | None = None  # response tail for the listener's write completion
     tunnel: TunnelSpec | None = None  # switched protocols: the worker hands it over
+    stream: StreamSpec | None = None  # a streaming body the listener relays from here
 
 
 class UpstreamFailure(Exception):
@@ -573,6 +574,14 @@ class _Flow:
         assert relay is not None and up is not None
         try:
             relay.pump(self.buf)
+            if (not relay.done and not self.buffering and self.upload_complete
+                    and not relay.pending and not relay.spool):
+                # A streaming route: the head and what came with it are out; the
+                # listener relays the rest as it comes, and this worker is free.
+                out.stream = StreamSpec(up.sock, up.target.name, relay, self.buf, timeout,
+                                        self.host_cfg.timeout)
+                self._fill(out)
+                return
             while not relay.done:
                 try:
                     data = self.recv(up.sock, timeout)

@@ -113,10 +113,50 @@ ProxyPass / http://127.0.0.1:{{b}}/
         head = got.split(b"\r\n\r\n", 1)[0].lower()
         assert head.startswith(b"http/1.1 200 ")
         assert b"content-type: text/event-stream" in head
-        if chunked:
-            while not got.endswith(b"0\r\n\r\n"):
+        # Chunked to the HTTP/1.1 client either way (a close-delimited upstream body
+        # is re-framed), so the connection lives on for the next request.
+        assert b"transfer-encoding: chunked" in head
+        while not got.endswith(b"0\r\n\r\n"):
+            data = s.recv(65536)
+            assert data, got
+            got += data
+        s.sendall(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        after = s.recv(65536)
+        assert after.startswith(b"HTTP/1.1 200 "), after
+    assert events.failure is None, events.failure
+
+
+def test_a_stream_cut_short_by_the_backend_is_cut_short_for_the_client(
+        proxympm: MakeProxy) -> None:
+    lsock = socket.create_server(("127.0.0.1", 0))
+    proceed = threading.Event()
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Content-Length: 1000\r\n\r\ndata: one\n\n")
+            proceed.wait(WAIT)  # then close with 989 bytes missing
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    proxy = proxympm("ProxyPass / http://127.0.0.1:{u}/ flushpackets=on\n",
+                     u=lsock.getsockname()[1])
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=WAIT) as s:
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b"data: one\n\n" not in got:
                 data = s.recv(65536)
                 assert data, got
                 got += data
-            assert b"transfer-encoding: chunked" in head
-    assert events.failure is None, events.failure
+            proceed.set()
+            while data := s.recv(65536):  # the proxy closes: the client sees it was cut
+                got += data
+        assert b"content-length: 1000" in got.lower()
+        assert got.endswith(b"data: one\n\n")
+        proxy.wait_for_log("error", r"AH01110: error reading the response body from")
+    finally:
+        lsock.close()
+        thread.join(5)

@@ -238,3 +238,24 @@ ProxyPass / http://127.0.0.1:{b}/
         for s in socks:
             s.close()
     assert len(proxy.children()) == 1, "the child must not have been replaced"
+
+
+def test_graceful_stop_lets_tunnels_run_until_the_timeout(proxympm: MakeProxy, ws_backend,
+                                                          backend: Backend) -> None:
+    """As httpd's event MPM: a graceful stop does not cut open tunnels; they go on until
+    they end or GracefulShutdownTimeout passes, and then the child is stopped."""
+    import signal
+
+    w = ws_backend()
+    proxy = proxympm(CONF, w=w.port, b=backend.port, extra="GracefulShutdownTimeout 2")
+    with _client(f"ws://127.0.0.1:{proxy.port}/ws") as ws:
+        ws.send("before")
+        assert ws.recv(timeout=10) == "before"
+        os.kill(proxy.pid, signal.SIGWINCH)
+        proxy.wait_for_log("error", r"AH00492|graceful", timeout=10)
+        ws.send("during the graceful stop")
+        assert ws.recv(timeout=10) == "during the graceful stop"
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=20)  # cut once GracefulShutdownTimeout has passed
+    assert proxy.proc is not None
+    assert proxy.proc.wait(20) == 0

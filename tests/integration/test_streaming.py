@@ -160,3 +160,39 @@ def test_a_stream_cut_short_by_the_backend_is_cut_short_for_the_client(
     finally:
         lsock.close()
         thread.join(5)
+
+
+def test_events_over_a_tls_front(proxympm: MakeProxy, gated, certs) -> None:
+    import ssl
+
+    events = gated(3, True)
+    proxy = proxympm(f"""
+ServerLimit 1
+ThreadsPerChild 1
+MaxRequestWorkers 1
+Listen 127.0.0.1:{{port}} https
+<VirtualHost 127.0.0.1:{{port}}>
+    ServerName localhost
+    SSLEngine on
+    SSLCertificateFile {certs.cert_pem}
+    SSLCertificateKeyFile {certs.key_pem}
+    ProxyPass /events http://127.0.0.1:{{e}}/events flushpackets=on
+</VirtualHost>
+""", e=events.port)
+    ctx = ssl.create_default_context(cafile=str(certs.ca_pem))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=WAIT + 5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        got = b""
+        marks = [b"\r\n\r\n"] + [b"data: event-%d\n\n" % i for i in range(3)]
+        for i, mark in enumerate(marks):
+            while mark not in got:
+                data = s.recv(65536)
+                assert data, f"closed before piece {i}: {got!r}; {events.failure}"
+                got += data
+            events.seen[i].set()
+        while not got.endswith(b"0\r\n\r\n"):
+            data = s.recv(65536)
+            assert data, got
+            got += data
+    assert events.failure is None, events.failure

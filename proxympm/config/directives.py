@@ -506,6 +506,17 @@ DECLARATIONS: tuple[Declaration, ...] = (
         usage="timeout for activity in either direction, unlimited by default",
     ),  # fmt: skip
     Declaration(
+        "ProxyWebsocketFallbackToProxyHttp", VHOST, FLAG, cv.on_off, st.nothing,
+        module="mod_proxy_wstunnel", syntax="ProxyWebsocketFallbackToProxyHttp On|Off",
+        default="On",
+        doc="Accepted so that httpd configurations load; proxympm has one upgrade "
+        "implementation (mod_proxy_http's, httpd 2.4.47+), used either way.",
+        compat="With Off, httpd hands `ws://`/`wss://` to the older mod_proxy_wstunnel; "
+        "the visible behaviour is the same.",
+        usage="whether to let mod_proxy_http handle the upgrade and tunneling of "
+        "websockets",
+    ),  # fmt: skip
+    Declaration(
         "ProxyAddHeaders", VHOST, FLAG, cv.on_off, st.host("add_headers"), module="mod_proxy",
         syntax="ProxyAddHeaders On|Off", default="On",
         doc="Add X-Forwarded-For, X-Forwarded-Host and X-Forwarded-Server to proxied "

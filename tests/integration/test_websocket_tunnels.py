@@ -259,3 +259,60 @@ def test_graceful_stop_lets_tunnels_run_until_the_timeout(proxympm: MakeProxy, w
             ws.recv(timeout=20)  # cut once GracefulShutdownTimeout has passed
     assert proxy.proc is not None
     assert proxy.proc.wait(20) == 0
+
+
+def test_backpressure_holds_a_fast_sender_instead_of_buffering(proxympm: MakeProxy) -> None:
+    """A backend that switches protocols and then does not read: the proxy must stop
+    reading the client (its memory stays bounded), so the client's writes block after
+    about the socket buffers' worth; once the backend reads, every byte arrives."""
+    import threading
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    start_reading = threading.Event()
+    received = bytearray()
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            assert b"upgrade: raw" in head.lower()
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\n"
+                         b"Connection: Upgrade\r\n\r\n")
+            start_reading.wait(30)
+            while data := conn.recv(1 << 20):
+                received.extend(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    proxy = proxympm("ProxyPass /raw http://127.0.0.1:{u}/ upgrade=raw\n",
+                     u=lsock.getsockname()[1])
+    limit = 64 * 1024 * 1024
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+            s.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                      b"Upgrade: raw\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(4096)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            block = os.urandom(1 << 16)
+            sent = 0
+            s.settimeout(2.0)  # a write that cannot proceed for 2 s: the window is shut
+            try:
+                while sent < limit:
+                    s.sendall(block)
+                    sent += len(block)
+            except TimeoutError:
+                pass
+            assert sent < limit, "the proxy took 64 MiB from a client its backend ignores"
+            start_reading.set()
+            s.settimeout(10)
+            s.sendall(b"end")  # the held bytes and these drain once the backend reads
+            s.shutdown(socket.SHUT_WR)  # passed on as a half-close: the backend sees EOF
+            thread.join(30)
+        assert len(received) >= sent + 3 and received.endswith(b"end")
+        assert received[:len(block)] == block
+    finally:
+        lsock.close()

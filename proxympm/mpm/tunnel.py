@@ -93,7 +93,7 @@ class Stream:
     the upstream is not read while the client has not taken the last piece."""
 
     __slots__ = ("conn", "client", "upstream", "relay", "buf", "backend", "timeout",
-                 "client_timeout", "close_after", "on_done", "last", "closed")
+                 "client_timeout", "release", "close_after", "on_done", "last", "closed")
 
     def __init__(self, conn: Connection, spec: StreamSpec, close_after: bool,
                  on_done: Callable[[int, int], None]) -> None:
@@ -105,6 +105,7 @@ class Stream:
         self.backend = spec.backend
         self.timeout = spec.timeout
         self.client_timeout = spec.client_timeout
+        self.release = spec.release
         self.close_after = close_after
         self.on_done = on_done
         self.last = time.monotonic()
@@ -307,13 +308,19 @@ class Tunnels:
         self._arm(s, u, 0 if c.out or u.eof else u.rd_need)
 
     def _finish_stream(self, s: Stream) -> None:
-        """The body is complete: the upstream is closed (it is registered in this
-        poller; a pooled socket must not be), the client connection goes on to
-        keep-alive, a pipelined request, or a lingering close."""
+        """The body is complete: the upstream goes back to the pool (out of this
+        poller first) if it can carry another request, else it is closed; the client
+        connection goes on to keep-alive, a pipelined request, or a lingering close."""
         s.closed = True
+        u = s.upstream
         self.by_fd.pop(s.client.fd, None)
-        self.by_fd.pop(s.upstream.fd, None)
-        s.upstream.sock.close()
+        self.by_fd.pop(u.fd, None)
+        if s.release is not None and not u.eof and not s.buf:
+            if u.registered:
+                self.listener.poller.forget(u.fd)
+            s.release()
+        else:
+            u.sock.close()
         s.on_done(s.relay.body_bytes, s.relay.bytes_out)
         conn = s.conn
         conn.out = b""

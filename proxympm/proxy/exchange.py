@@ -578,8 +578,11 @@ class _Flow:
                     and not relay.pending and not relay.spool):
                 # A streaming route: the head and what came with it are out; the
                 # listener relays the rest as it comes, and this worker is free.
-                out.stream = StreamSpec(up.sock, up.target.name, relay, self.buf, timeout,
-                                        self.host_cfg.timeout)
+                poolable = (not self.upstream_closed and self.relay_resp is not None
+                            and self.relay_resp.keep_alive and not params.disablereuse)
+                out.stream = StreamSpec(
+                    up.sock, up.target.name, relay, self.buf, timeout, self.host_cfg.timeout,
+                    (lambda: self.ex.pool.release(state, up)) if poolable else None)
                 self._fill(out)
                 return
             while not relay.done:

@@ -14,6 +14,7 @@ and, for upstreams that answer early, while the request body is still going up.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxympm.config.model import HostConfig
@@ -39,6 +40,9 @@ class StreamSpec:
     buf: bytearray  # upstream bytes not decoded yet
     timeout: float  # the backend timeout: longest silence between two pieces
     client_timeout: float  # Timeout: longest wait for the client to take a piece
+    # Puts the upstream connection back in the pool once the body is complete and
+    # nothing followed it; None: close it (not reusable).
+    release: Callable[[], None] | None = None
 
 
 class RelayError(Exception):

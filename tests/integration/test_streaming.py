@@ -196,3 +196,23 @@ Listen 127.0.0.1:{{port}} https
             assert data, got
             got += data
     assert events.failure is None, events.failure
+
+
+@pytest.mark.parametrize("path", ["/chunked/3000000?chunk=8192", "/bytes/3000000"])
+def test_upstream_connection_is_pooled_after_a_listener_relayed_body(
+        proxympm: MakeProxy, backend: Backend, path: str) -> None:
+    from tests.support.backend import pattern
+
+    proxy = proxympm("""
+ServerLimit 1
+ThreadsPerChild 1
+MaxRequestWorkers 1
+ProxyPass / http://127.0.0.1:{b}/ flushpackets=on
+""", b=backend.port)
+    with requests.Session() as session:
+        r = session.get(f"{proxy.url}{path}", timeout=30)
+        assert r.status_code == 200
+        assert r.content == b"".join(pattern(3000000))
+        after = session.get(f"{proxy.url}/echo-json", timeout=10).json()
+    # the same upstream connection carried the next request (it went back to the pool)
+    assert after["number_on_connection"] == 2, after

@@ -35,7 +35,7 @@ class State(IntEnum):
     KEEPALIVE = 6  # idle between requests
     LINGER = 7  # after shutdown(SHUT_WR), draining until EOF or a short deadline
     CLOSED = 8
-    TUNNEL = 9  # upgraded (101): bytes relayed by the listener's tunnels (tunnel.py)
+    TUNNEL = 9  # upgraded (101), or a streamed body: relayed by the listener (tunnel.py)
 
 
 class Connection:

@@ -107,7 +107,7 @@ class Listener:
         for host in config.all_hosts():
             self.ka_qs.setdefault(host.keepalive_timeout,
                                   TimeoutQueue(host.keepalive_timeout, State.KEEPALIVE))
-        self.tunnels = Tunnels(self)  # upgraded connections (WebSocket), tunnel.py
+        self.tunnels = Tunnels(self)  # upgrade tunnels and streamed bodies (tunnel.py)
         self._set_accepting(True)
 
     # -- admission -----------------------------------------------------------------
@@ -189,7 +189,7 @@ class Listener:
                         pass
                     self.wake_sent = False  # before re-checking admission below
                     self.tunnels.start_incoming()
-                else:  # the upstream side of a tunnel
+                else:  # the upstream side of a tunnel or a streamed body
                     self.tunnels.on_event(fd)
             now = time.monotonic()
             self._expire(now)

@@ -1,4 +1,5 @@
-"""Upgrade tunnels (WebSocket and friends), held by the listener thread.
+"""Upgrade tunnels (WebSocket and friends) and streamed response bodies, held by the
+listener thread.
 
 After a ``101 Switching Protocols`` (see proxympm.proxy.upgrade for the handshake)
 the bytes are not HTTP any more: the worker hands the client connection and the
@@ -25,9 +26,18 @@ Timeout and the backend timeout, as httpd's ``ap_proxy_tunnel_run``), closes bot
 A graceful stop lets tunnels run on, as httpd's event MPM does, until they end or
 GracefulShutdownTimeout cuts the child.
 
-Threads: ``Tunnels.adopt`` is the worker's hand-off (a queue plus the listener's
-wake-up); every other method runs on the listener thread, which alone owns tunnel
-state.
+Streamed bodies (``Stream``) use the same machinery in one direction: on a
+streaming route (flushpackets=on, responsebuffering=off) the worker sends the
+response head and what came with it, then hands the upstream socket and the
+response relay (which decodes and re-frames the body) to the listener, which
+passes each piece on as it comes, reads the upstream only once the client took the
+last piece, and at the end pools or closes the upstream and sends the client
+connection on to keep-alive (or its pipelined next request) or a lingering close.
+No worker waits between server-sent events or through a long poll.
+
+Threads: ``Tunnels.adopt``/``adopt_stream`` are the worker's hand-off (a queue plus
+the listener's wake-up); every other method runs on the listener thread, which
+alone owns tunnel state.
 """
 
 from __future__ import annotations

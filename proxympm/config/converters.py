@@ -175,13 +175,13 @@ def vhost_addresses(inv: Invocation) -> tuple[tuple[str, int], ...]:
 # ---------------------------------------------------------------------------
 # mod_proxy
 
-_URL_SCHEMES = ("http", "https", "balancer")
+_URL_SCHEMES = ("http", "https", "ws", "wss", "balancer")
 # Keys httpd knows that proxympm does not implement: refused by name, not as typos.
 _APACHE_ONLY_KEYS = frozenset(
     {
         "min", "smax", "acquire", "ping", "redirect", "flushwait", "iobuffersize",
         "receivebuffersize",
-        "responsefieldsize", "upgrade", "mapping", "addressttl", "secret", "flusher",
+        "responsefieldsize", "mapping", "addressttl", "secret", "flusher",
         "hcmethod", "hcinterval", "hcpasses", "hcfails", "hcuri", "hcexpr", "hctemplate",
     }
 )  # fmt: skip
@@ -200,7 +200,9 @@ def _on_off(value: str, label: str) -> bool:
 
 
 _MEMBER_KEYS = frozenset({"loadfactor", "lbset", "status", "route"})
-_ROUTE_KEYS = frozenset({"requestbuffering", "responsebuffering", "flushpackets"})
+_ROUTE_KEYS = frozenset({"requestbuffering", "responsebuffering", "flushpackets", "upgrade"})
+# RFC 9110 token characters (an Upgrade protocol name, without its "/version")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # status flags proxympm implements, and httpd's that it refuses by name
 _STATUS_FLAGS = "DSIH"
 _APACHE_ONLY_FLAGS = "ERNC"
@@ -296,11 +298,28 @@ def worker_params(pairs: Sequence[tuple[str, str]], member: bool = False) -> Wor
             if value.lower() not in ("on", "off", "auto"):
                 raise DirectiveError("ProxyPass flushpackets must be on|off|auto")
             values["response_buffering"] = value.lower() == "off"
+        elif k == "upgrade":
+            values["upgrade"] = _upgrade(value)
         elif k in _APACHE_ONLY_KEYS:
             raise DirectiveError(f"ProxyPass Worker parameter '{key}' is not supported by proxympm")
         else:
             raise DirectiveError(f"ProxyPass unknown Worker parameter '{key}'")
     return WorkerParams(**values)  # type: ignore[arg-type]
+
+
+def _upgrade(value: str) -> str:
+    """``upgrade=proto[,proto...]`` or ``upgrade=ANY`` (httpd 2.4.47+ stores ``*``):
+    the protocols a client may switch to on this route, lower-cased."""
+    if value.lower() == "any" or value == "*":
+        return "*"
+    if value.lower() == "none":
+        raise DirectiveError("ProxyPass upgrade=NONE (mod_proxy_wstunnel's forced upgrade) "
+                             "is not supported by proxympm: name the protocol, or ANY")
+    names = [v.strip() for v in value.split(",")]
+    if not all(_TOKEN.fullmatch(n) for n in names):
+        raise DirectiveError(f"ProxyPass upgrade '{value}' must be a protocol name (e.g. "
+                             "websocket), a comma-separated list of them, or ANY")
+    return ",".join(n.lower() for n in names)
 
 
 _LBMETHODS = ("byrequests", "bybusyness", "p2c")
@@ -421,7 +440,7 @@ def backend_url(directive: str, url: str) -> str:
     if scheme not in _URL_SCHEMES or not parts.netloc or not url.lower().startswith(f"{scheme}://"):
         raise DirectiveError(
             f"{directive} URL '{url}' is not supported: "
-            "proxympm proxies to http://, https:// and balancer:// URLs"
+            "proxympm proxies to http://, https://, ws://, wss:// and balancer:// URLs"
         )
     if parts.query or url.endswith("?"):
         raise DirectiveError(f"{directive} URL '{url}' must not contain a query string")
@@ -699,6 +718,14 @@ def keepalive_timeout(inv: Invocation) -> float:
     seconds = duration(inv.args[0])
     if seconds is None:
         raise DirectiveError("KeepAliveTimeout has wrong format")
+    return seconds
+
+
+def websocket_idle_timeout(inv: Invocation) -> float:
+    """``ProxyWebsocketIdleTimeout num[ms]`` (mod_proxy_wstunnel): seconds, 0 = unset."""
+    seconds = duration(inv.args[0])
+    if seconds is None:
+        raise DirectiveError("ProxyWebsocketIdleTimeout timeout has wrong format")
     return seconds
 
 

@@ -90,6 +90,8 @@ def _host_lines(host: HostConfig, indent: str) -> list[str]:
     timeouts = f"Timeout {_number(host.timeout)}"
     if host.proxy_timeout is not None:
         timeouts += f", ProxyTimeout {_number(host.proxy_timeout)}"
+    if host.websocket_idle_timeout:
+        timeouts += f", ProxyWebsocketIdleTimeout {_number(host.websocket_idle_timeout)}"
     keepalive = (
         f"KeepAlive On ({_number(host.keepalive_timeout)}s, "
         f"{host.max_keepalive_requests or 'unlimited'} requests)"

@@ -367,10 +367,22 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "is spooled, 256 KiB in memory then a temp file up to 1 GiB, so the backend "
         "connection is freed as soon as the response is complete; Off makes the worker "
         "wait for the client), `flushpackets` (httpd's name: on or auto turn response "
-        "buffering off, for server-sent events and long polls). If the temp directory is "
-        "unusable, both fall back to streaming with an error-log line.",
+        "buffering off and pass every piece of the response on as it arrives, the head "
+        "at once, for server-sent events and long polls). If the temp directory is "
+        "unusable, both fall back to streaming with an error-log line. "
+        "`upgrade=proto[,proto...]` or `upgrade=ANY` (httpd 2.4.47+): an HTTP/1.1 "
+        "request without a body that carries `Connection: Upgrade` and an `Upgrade` "
+        "naming one of these protocols is forwarded with them; a `101` from the backend "
+        "that names a requested protocol is passed on and the connection becomes a "
+        "tunnel relayed by the listener thread (no worker is held; idle for "
+        "`ProxyWebsocketIdleTimeout` it is closed); any other answer is relayed as a "
+        "normal response. A `ws://` or `wss://` URL is `http://` or `https://` that "
+        "allows `upgrade=websocket` by default; its plain requests are proxied as usual "
+        "(httpd's ProxyWebsocketFallbackToProxyHttp On).",
         compat="`requestbuffering`/`responsebuffering` are proxympm's (nginx's "
-        "proxy_request_buffering/proxy_buffering); httpd streams both ways. "
+        "proxy_request_buffering/proxy_buffering); httpd streams both ways. httpd "
+        "documents `flushpackets` for AJP and FastCGI only; here it applies to HTTP. "
+        "`upgrade=NONE` (mod_proxy_wstunnel's forced upgrade) is refused. "
         "Any other httpd key is refused by name (`ping`, `acquire`, `min`, ...); an "
         "unknown key is httpd's 'unknown Worker parameter'. `timeout=5ms` is refused where "
         "httpd reads 5 seconds. The flags `nocanon`, `interpolate`, `noquery` and the `~` "
@@ -481,6 +493,30 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "server timeout",
     ),  # fmt: skip
     Declaration(
+        "ProxyWebsocketIdleTimeout", VHOST, TAKE1, cv.websocket_idle_timeout,
+        st.host("websocket_idle_timeout"), module="mod_proxy_wstunnel",
+        syntax="ProxyWebsocketIdleTimeout num[ms]", default="0",
+        doc="How long an upgraded connection (a WebSocket or any other `upgrade=` tunnel) "
+        "may stay silent in both directions before proxympm closes it. 0 (the default) "
+        "uses the larger of `Timeout` and the route's backend timeout (`timeout=`, else "
+        "`ProxyTimeout`), as httpd's mod_proxy_http tunnels do.",
+        compat="In httpd 2.4.47+ this mod_proxy_wstunnel directive only applies when "
+        "`ProxyWebsocketFallbackToProxyHttp Off`; proxympm has one tunnel implementation "
+        "and always honours it.",
+        usage="timeout for activity in either direction, unlimited by default",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyWebsocketFallbackToProxyHttp", VHOST, FLAG, cv.on_off, st.nothing,
+        module="mod_proxy_wstunnel", syntax="ProxyWebsocketFallbackToProxyHttp On|Off",
+        default="On",
+        doc="Accepted so that httpd configurations load; proxympm has one upgrade "
+        "implementation (mod_proxy_http's, httpd 2.4.47+), used either way.",
+        compat="With Off, httpd hands `ws://`/`wss://` to the older mod_proxy_wstunnel; "
+        "the visible behaviour is the same.",
+        usage="whether to let mod_proxy_http handle the upgrade and tunneling of "
+        "websockets",
+    ),  # fmt: skip
+    Declaration(
         "ProxyAddHeaders", VHOST, FLAG, cv.on_off, st.host("add_headers"), module="mod_proxy",
         syntax="ProxyAddHeaders On|Off", default="On",
         doc="Add X-Forwarded-For, X-Forwarded-Host and X-Forwarded-Server to proxied "
@@ -511,7 +547,8 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "URLs (IPv6 in brackets when a port is given: `127.0.0.1:5353 [::1]:53`; port 53 "
         "by default), asked in order. Unset, the system's `/etc/resolv.conf` gives them "
         "(with its search domains). Either way `/etc/hosts` is read first, as getaddrinfo "
-        "does; an SRV name is asked as written (give it in full). Names are resolved with aiodns by "
+        "does; an SRV name is asked as written (give it in full). Names are resolved with "
+        "aiodns by "
         "a background thread in each child, never on a request's path: A and AAAA records "
         "together, each answer kept for its TTL bounded by ProxyDNSTTLFloor and "
         "ProxyDNSTTLCeiling, then asked again. A name with several addresses spreads "

@@ -47,7 +47,8 @@ PREDEFINED_FORMATS = {"common": COMMON_LOG_FORMAT, "combined": COMBINED_LOG_FORM
 
 # HostConfig fields a vhost takes from the main server when it does not set them.
 _INHERITED = (
-    "server_name", "preserve_host", "add_headers", "via", "proxy_timeout", "timeout",
+    "server_name", "preserve_host", "add_headers", "via", "proxy_timeout",
+    "websocket_idle_timeout", "timeout",
     "keepalive", "keepalive_timeout", "max_keepalive_requests", "limit_request_line",
     "limit_request_fields", "limit_request_field_size", "limit_request_body", "error_log",
     "read_timeout",

@@ -52,6 +52,9 @@ class WorkerParams:
     disablereuse: bool = False
     request_buffering: bool = True  # read the whole request body before going upstream
     response_buffering: bool = True  # spool what a slow client cannot take yet
+    # upgrade=: protocols a client may switch to (lower-case, comma-separated), "*" for
+    # ANY, "" for none (a ws:// or wss:// URL then still allows "websocket").
+    upgrade: str = ""
     # BalancerMember only (refused on ProxyPass):
     loadfactor: float = 1.0  # weight, 1..100
     lbset: int = 0  # cluster set: lower sets are tried first
@@ -192,6 +195,7 @@ class HostConfig:
     add_headers: bool = True
     via: str = "off"  # off | on | full | block
     proxy_timeout: float | None = None  # None: use Timeout
+    websocket_idle_timeout: float = 0.0  # ProxyWebsocketIdleTimeout; 0: the proxy timeouts
     timeout: float = DEFAULT_TIMEOUT
     keepalive: bool = True
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT

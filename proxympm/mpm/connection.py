@@ -2,7 +2,7 @@
 
 Ownership: a connection is owned by exactly one thread at a time. The listener
 owns it while it waits on the network (HANDSHAKE, READ_HEAD, READ_BODY,
-KEEPALIVE, WRITE_COMPLETION, LINGER); a worker owns it from the moment it is taken
+KEEPALIVE, WRITE_COMPLETION, LINGER, TUNNEL); a worker owns it from the moment it is taken
 off the worker queue until it hands it back (PROCESSING). Ownership moves with
 the hand-off itself (queue put, or epoll re-arm), so no field needs a lock.
 
@@ -35,6 +35,7 @@ class State(IntEnum):
     KEEPALIVE = 6  # idle between requests
     LINGER = 7  # after shutdown(SHUT_WR), draining until EOF or a short deadline
     CLOSED = 8
+    TUNNEL = 9  # upgraded (101), or a streamed body: relayed by the listener (tunnel.py)
 
 
 class Connection:

@@ -39,6 +39,7 @@ from proxympm.http.serialize import error_response
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.poller import READ, WRITE, Poller, SelectorPoller, make_poller
 from proxympm.mpm.timeouts import DeadlineHeap, TimeoutQueue
+from proxympm.mpm.tunnel import Tunnels
 
 RECV_SIZE = 65536
 ACCEPT_BATCH = 64
@@ -106,6 +107,7 @@ class Listener:
         for host in config.all_hosts():
             self.ka_qs.setdefault(host.keepalive_timeout,
                                   TimeoutQueue(host.keepalive_timeout, State.KEEPALIVE))
+        self.tunnels = Tunnels(self)  # upgrade tunnels and streamed bodies (tunnel.py)
         self._set_accepting(True)
 
     # -- admission -----------------------------------------------------------------
@@ -114,7 +116,7 @@ class Listener:
         return self.dispatched - self.done_counters()
 
     def _may_accept(self) -> bool:
-        if self.stopping or len(self.conns) >= self.max_conns:
+        if self.stopping or len(self.conns) + self.tunnels.count >= self.max_conns:
             return False
         if self.fd_ceiling and len(self.conns) >= self.fd_ceiling:
             if time.monotonic() < self.fd_ceiling_until:
@@ -186,6 +188,9 @@ class Listener:
                     except BlockingIOError:
                         pass
                     self.wake_sent = False  # before re-checking admission below
+                    self.tunnels.start_incoming()
+                else:  # the upstream side of a tunnel or a streamed body
+                    self.tunnels.on_event(fd)
             now = time.monotonic()
             self._expire(now)
             if self.stopping:
@@ -201,6 +206,7 @@ class Listener:
         deadlines = [q.next_deadline() for q in self._queues()]
         deadlines.append(self.reading.next_deadline())
         deadlines.append(self.writing.next_deadline())
+        deadlines.append(self.tunnels.next_deadline())
         nearest = min((d for d in deadlines if d is not None), default=None)
         if nearest is None:
             return 1.0
@@ -279,6 +285,8 @@ class Listener:
             self._write_more(conn)
         elif state == State.LINGER:
             self._linger_read(conn)
+        elif state == State.TUNNEL:
+            self.tunnels.on_event(conn.fd)
         # PROCESSING: a HUP/ERR while a worker owns it; the worker will see it.
 
     def _handshake(self, conn: Connection) -> None:
@@ -536,6 +544,7 @@ class Listener:
             self.close(conn)
         for conn in self.linger_q.expired(now):
             self.close(conn)
+        self.tunnels.expire(now)
 
     # -- stopping ------------------------------------------------------------------
 

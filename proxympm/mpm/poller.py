@@ -34,6 +34,7 @@ class Poller(Protocol):
     def remove_persistent(self, fd: int) -> None: ...
     def add(self, fd: int, events: int) -> None: ...
     def arm(self, fd: int, events: int) -> None: ...
+    def forget(self, fd: int) -> None: ...
     def poll(self, timeout: float) -> list[tuple[int, int]]: ...
     def wake_fd(self) -> int | None: ...
 
@@ -58,6 +59,14 @@ class EpollPoller:
     def arm(self, fd: int, events: int) -> None:
         """Any thread."""
         self._ep.modify(fd, _epoll_mask(events))
+
+    def forget(self, fd: int) -> None:
+        """Drop a still-open fd that leaves the listener (an upstream going back to the
+        pool), so it can be added again later."""
+        try:
+            self._ep.unregister(fd)
+        except OSError:
+            pass
 
     def poll(self, timeout: float) -> list[tuple[int, int]]:
         out = []
@@ -112,6 +121,13 @@ class KqueuePoller:  # pragma: no cover - exercised on BSD/macOS only
         if events & WRITE:
             changes.append(select.kevent(fd, select.KQ_FILTER_WRITE, flags))
         self._kq.control(changes, 0, 0)
+
+    def forget(self, fd: int) -> None:
+        for filt in (select.KQ_FILTER_READ, select.KQ_FILTER_WRITE):
+            try:
+                self._ctl(fd, filt, select.KQ_EV_DELETE)
+            except OSError:
+                pass
 
     def poll(self, timeout: float) -> list[tuple[int, int]]:
         merged: dict[int, int] = {}
@@ -172,6 +188,13 @@ class SelectorPoller:
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
+            pass
+
+    def forget(self, fd: int) -> None:
+        """Listener thread only."""
+        try:
+            self._sel.unregister(fd)
+        except (KeyError, ValueError):
             pass
 
     def _apply(self, fd: int, events: int) -> None:

@@ -117,6 +117,19 @@ class Worker:
             self._access(conn, host, out, start, "X")
             self.listener.close(conn)
             return None
+        elif out.tunnel is not None:  # 101: the listener relays it from now on
+            self._access(conn, host, out, start, "-")
+            self.listener.tunnels.adopt(conn, out.tunnel)
+            return None
+        elif out.stream is not None:  # a streaming body: the listener relays the rest
+            status = "-" if close else "+"
+
+            def done(body_bytes: int, bytes_out: int) -> None:  # listener thread, at the end
+                out.body_bytes, out.bytes_out = body_bytes, bytes_out
+                self._access(conn, host, out, start, status)
+
+            self.listener.tunnels.adopt_stream(conn, out.stream, close, done)
+            return None
         else:
             conn.out = b""
             conn.spool = out.spool

@@ -42,10 +42,17 @@ from proxympm.proxy import upstream
 from proxympm.proxy.balancer import Balancer, Member, Verdict
 from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.pool import BackendState, Pool, Upstream
-from proxympm.proxy.relay import RelayError, ResponseRelay
+from proxympm.proxy.relay import RelayError, ResponseRelay, StreamSpec
 from proxympm.proxy.resolver import AddressSet, Endpoint, Resolver
 from proxympm.proxy.routing import Target, strip_port
 from proxympm.proxy.spool import BodyFile, Spool
+from proxympm.proxy.upgrade import (
+    TunnelSpec,
+    idle_timeout,
+    switched_head,
+    wanted_upgrade,
+    with_upgrade,
+)
 from proxympm.tls import ClientContexts
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -84,6 +91,8 @@ class Outcome:
     aborted: bool = False  # the client connection must be closed now
     client_keepalive: bool = True
     spool: Spool | None = None  # response tail for the listener's write completion
+    tunnel: TunnelSpec | None = None  # switched protocols: the worker hands it over
+    stream: StreamSpec | None = None  # a streaming body the listener relays from here
 
 
 class UpstreamFailure(Exception):
@@ -185,7 +194,8 @@ class Exchange:
                 out, may_fail_over = self._attempt(
                     client, peer, req, body, body_parts, body_file, host_cfg, member.target,
                     member.params, member.upstream_path(upstream_path), client_keepalive,
-                    member=member, balancer=balancer, buffering=route_params.response_buffering)
+                    member=member, balancer=balancer, buffering=route_params.response_buffering,
+                    upgrade=route_params.upgrade)
             finally:
                 balancer.release(member)
             if not out.error and out.status in settings.failonstatus:
@@ -223,7 +233,8 @@ class Exchange:
                  host_cfg: HostConfig, target: Target, params: WorkerParams,
                  upstream_path: bytes, client_keepalive: bool, member: Member | None = None,
                  balancer: Balancer | None = None,
-                 buffering: bool | None = None) -> tuple[Outcome, bool]:
+                 buffering: bool | None = None,
+                 upgrade: str | None = None) -> tuple[Outcome, bool]:
         """One request on one backend. Returns the outcome and, if it failed, whether
         nothing the backend could have acted on was sent (so another member may be
         tried: a connect failure for any method; a failure before the response for a
@@ -266,12 +277,17 @@ class Exchange:
                            f"{target.name}: {exc}", peer)
             out.error = 500
             return out, False
+        switch = wanted_upgrade(req, params.upgrade if upgrade is None else upgrade,
+                                target.websocket)
+        if switch is not None:
+            head = with_upgrade(head, switch)
         attempts = 0
         while True:
             attempts += 1
             up: Upstream | None = None
             reused = False
             flow = _Flow(self, client, req, host_cfg, client_keepalive, buffering, addrs)
+            flow.upgrade = switch
             try:
                 order = addrs.order()  # this request's address first, then fallbacks
                 if order and not params.disablereuse:
@@ -283,6 +299,9 @@ class Exchange:
                 flow.send(head, body, body_parts, body_file, buffered, timeout)
                 if flow.relay is None:
                     flow.read_head(timeout)
+                if flow.switched is not None:
+                    flow.switch(out, idle_timeout(host_cfg, timeout))
+                    return out, False
             except UpstreamFailure as exc:
                 if up is not None:
                     up.sock.close()
@@ -401,7 +420,7 @@ class _Flow:
 
     __slots__ = ("ex", "client", "req", "host_cfg", "keepalive", "up", "buf", "relay",
                  "relay_resp", "upload_complete", "upstream_closed", "recv",
-                 "send_duplex", "buffering", "addrs")
+                 "send_duplex", "buffering", "addrs", "upgrade", "switched")
 
     def __init__(self, ex: Exchange, client: ClientSide, req: Request, host_cfg: HostConfig,
                  keepalive: bool, buffering: bool, addrs: AddressSet | None = None) -> None:
@@ -420,6 +439,8 @@ class _Flow:
         self.upstream_closed = False
         self.recv = upstream.recv
         self.send_duplex = upstream.send_duplex
+        self.upgrade: bytes | None = None  # the Upgrade asked of the upstream
+        self.switched: Response | None = None  # its 101, once read
 
     def attach(self, up: Upstream) -> None:
         self.up = up
@@ -485,7 +506,7 @@ class _Flow:
                                   before_response=not self.buf) from None
         if not data:
             self.upstream_closed = True
-            if self.relay is None:
+            if self.relay is None and self.switched is None:
                 self._start_relay()
             if self.relay is None:
                 raise UpstreamFailure("send", "upstream closed while receiving the request",
@@ -493,7 +514,7 @@ class _Flow:
             self.relay.upstream_eof()
             raise _StopSending
         self.buf += data
-        if self.relay is None:
+        if self.relay is None and self.switched is None:
             self._start_relay()
         if self.relay is not None:
             self.relay.pump(self.buf)
@@ -507,6 +528,11 @@ class _Flow:
                 return
             if resp.status >= 200:
                 break  # interim 1xx are consumed here: we answered 100-continue ourselves
+            if resp.status == 101:
+                if self.upgrade is None:
+                    raise HTTPError(502, "upstream switched protocols unasked")
+                self.switched = resp  # the rest of ``buf`` belongs to the new protocol
+                return
         self.relay = ResponseRelay(
             self.client, resp, self.req, self.host_cfg, self.ex.client_base(self.client, self.req),
             self.ex.server_name, self.keepalive, self.buffering)
@@ -520,7 +546,7 @@ class _Flow:
         wait_first = not self.buf and self.recv is upstream.recv
         while True:
             self._start_relay()
-            if self.relay is not None:
+            if self.relay is not None or self.switched is not None:
                 return
             try:
                 if wait_first:
@@ -538,6 +564,21 @@ class _Flow:
                                       before_response=not self.buf)
             self.buf += data
 
+    # SWITCHED (101): the 101 goes to the client, the sockets to the listener --------
+
+    def switch(self, out: Outcome, idle: float) -> None:
+        resp, up = self.switched, self.up
+        assert resp is not None and up is not None and self.upgrade is not None
+        head, headers = switched_head(resp, self.upgrade, self.host_cfg,
+                                      self.ex.client_base(self.client, self.req),
+                                      self.ex.server_name)
+        self.client.send_all(head, self.host_cfg.timeout)  # ClientGone: caller closes up
+        out.status = 101
+        out.headers = headers
+        out.bytes_out = len(head)
+        out.client_keepalive = False
+        out.tunnel = TunnelSpec(up.sock, bytes(self.buf), idle)
+
     # RELAY and DONE --------------------------------------------------------------------
 
     def finish(self, state: BackendState, params: WorkerParams, timeout: float,
@@ -547,6 +588,17 @@ class _Flow:
         assert relay is not None and up is not None
         try:
             relay.pump(self.buf)
+            if (not relay.done and not self.buffering and self.upload_complete
+                    and not relay.pending and not relay.spool):
+                # A streaming route: the head and what came with it are out; the
+                # listener relays the rest as it comes, and this worker is free.
+                poolable = (not self.upstream_closed and self.relay_resp is not None
+                            and self.relay_resp.keep_alive and not params.disablereuse)
+                out.stream = StreamSpec(
+                    up.sock, up.target.name, relay, self.buf, timeout, self.host_cfg.timeout,
+                    (lambda: self.ex.pool.release(state, up)) if poolable else None)
+                self._fill(out)
+                return
             while not relay.done:
                 try:
                     data = self.recv(up.sock, timeout)

@@ -13,6 +13,10 @@ and, for upstreams that answer early, while the request body is still going up.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from proxympm.config.model import HostConfig
 from proxympm.http.body import LengthBody, NoBody
 from proxympm.http.errors import ClientGone, HTTPError
@@ -23,6 +27,22 @@ from proxympm.proxy.headers import client_response_headers
 from proxympm.proxy.spool import Spool
 
 FLUSH_AT = 65536
+
+
+@dataclass(slots=True)
+class StreamSpec:
+    """A streaming response whose body the listener relays from here on, so that no
+    worker waits between the events of a server-sent event stream or a long poll."""
+
+    upstream: socket.socket  # non-blocking; an SSLSocket for https://
+    backend: str  # for the error log
+    relay: ResponseRelay  # head already sent; decodes and re-frames the rest
+    buf: bytearray  # upstream bytes not decoded yet
+    timeout: float  # the backend timeout: longest silence between two pieces
+    client_timeout: float  # Timeout: longest wait for the client to take a piece
+    # Puts the upstream connection back in the pool once the body is complete and
+    # nothing followed it; None: close it (not reusable).
+    release: Callable[[], None] | None = None
 
 
 class RelayError(Exception):
@@ -80,6 +100,16 @@ class ResponseRelay:
         ClientGone (from the client) if the client went away."""
         if self.decoder.done:
             return
+        self._decode(buf)
+        if self.decoder.done:
+            return
+        # A streaming route (flushpackets, responsebuffering=off) passes every piece
+        # on as it arrives, the head at once: an event must not wait for the next.
+        if self.pending and (self.sent_any or not self.buffering
+                             or self.pending_len >= FLUSH_AT):
+            self.flush()
+
+    def _decode(self, buf: bytearray) -> None:
         try:
             data = self.decoder.feed(buf)
         except HTTPError as exc:
@@ -94,13 +124,24 @@ class ResponseRelay:
             else:
                 pending.append(data)
             self.pending_len += n
-        if self.decoder.done:
-            if self.rechunk:
-                pending.append(b"0\r\n\r\n")
-                self.pending_len += 5
-            return
-        if pending and (self.sent_any or self.pending_len >= FLUSH_AT):
-            self.flush()
+        if self.decoder.done and self.rechunk:
+            pending.append(b"0\r\n\r\n")
+            self.pending_len += 5
+
+    def take(self, buf: bytearray | None) -> bytes:
+        """For the listener relaying a streaming body (proxympm.mpm.tunnel): decode
+        ``buf`` (None: the upstream closed) and return what the client gets next,
+        without sending it. RelayError on bad or cut-short framing."""
+        if buf is None:
+            self.upstream_eof()
+        elif not self.decoder.done:
+            self._decode(buf)
+        parts = self.pending
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.pending = []
+        self.pending_len = 0
+        self.bytes_out += len(data)
+        return data
 
     def upstream_eof(self) -> None:
         try:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class Target:
     """Where a route sends requests: one backend origin plus a base path."""
 
-    scheme: str  # "http" or "https"
+    scheme: str  # "http" or "https" (a ws:// URL is http, wss:// is https)
     host: str
     port: int
     base_path: bytes  # path prefix of the ProxyPass URL, as bytes
@@ -31,6 +31,8 @@ class Target:
     # ``srv=on``: ``host`` is an SRV name (``_http._tcp.app.example``) whose records
     # give hosts and ports; ``port`` is then 0
     srv: bool = False
+    # a ws:// or wss:// URL: requests may upgrade to WebSocket without upgrade=
+    websocket: bool = False
 
     @property
     def origin_host(self) -> str:
@@ -52,15 +54,20 @@ class Target:
 def parse_target(url: str) -> Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    websocket = scheme in ("ws", "wss")
+    if websocket:  # mod_proxy_http (2.4.47+): ws: and wss: are http: and https:
+        scheme = "https" if scheme == "wss" else "http"
     if scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"unsupported ProxyPass URL {url!r}")
     path = parts.path or "/"
     host = parts.hostname
     if host.startswith("_"):  # an SRV name (the config loader required srv=on for it)
-        return Target(scheme, host, 0, path.encode("ascii"), f"{scheme}://{host}", srv=True)
+        return Target(scheme, host, 0, path.encode("ascii"), f"{scheme}://{host}", srv=True,
+                      websocket=websocket)
     port = parts.port or (443 if scheme == "https" else 80)
     shown = f"[{host}]" if ":" in host else host
-    return Target(scheme, host, port, path.encode("ascii"), f"{scheme}://{shown}:{port}")
+    return Target(scheme, host, port, path.encode("ascii"), f"{scheme}://{shown}:{port}",
+                  websocket=websocket)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,26 @@ def test_persistent_fds_stay_armed(cls: type) -> None:
         server.close()
 
 
+@pytest.mark.parametrize("cls", POLLERS, ids=lambda c: c.name)
+def test_forgotten_fd_is_silent_and_can_be_added_again(cls: type) -> None:
+    """An upstream socket leaves the listener for the pool (forget) and may come back
+    later, still open, as another stream's upstream (add)."""
+    poller = cls()
+    if isinstance(poller, SelectorPoller):
+        poller.bind_thread()
+    a, b = socket.socketpair()
+    try:
+        poller.add(a.fileno(), READ)
+        poller.forget(a.fileno())
+        b.send(b"x")
+        assert poller.poll(0.05) == []
+        poller.add(a.fileno(), READ)
+        assert poller.poll(1.0) == [(a.fileno(), READ)]
+    finally:
+        a.close()
+        b.close()
+
+
 def test_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert make_poller().name == "epoll"
     monkeypatch.setenv("PROXYMPM_POLLER", "selectors")

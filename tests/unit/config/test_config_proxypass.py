@@ -56,6 +56,10 @@ def test_worker_params_convert_with_case_insensitive_keys(load: Load) -> None:
         ("disablereuse=On enablereuse=On", WorkerParams(disablereuse=False)),
         ("max=0", WorkerParams(max=None)),
         ("retry=5", WorkerParams(retry=5.0)),
+        ("upgrade=WebSocket", WorkerParams(upgrade="websocket")),
+        ("upgrade=ANY", WorkerParams(upgrade="*")),
+        ("upgrade=websocket,h2c", WorkerParams(upgrade="websocket,h2c")),
+        ("flushpackets=on", WorkerParams(response_buffering=False)),
     ],
 )
 def test_worker_param_values(load: Load, words: str, params: WorkerParams) -> None:
@@ -92,6 +96,10 @@ def test_balancer_url_is_accepted_syntactically(load: Load) -> None:
         ("ProxyPass / http://b/ ttl=0", "ProxyPass TTL must be at least one second (integer "
          "seconds)"),
         ("ProxyPass / http://b/ keepalive=yes", "ProxyPass KeepAlive must be On|Off"),
+        ("ProxyPass / ws://b/ upgrade=NONE", "ProxyPass upgrade=NONE (mod_proxy_wstunnel's "
+         "forced upgrade) is not supported by proxympm: name the protocol, or ANY"),
+        ("ProxyPass / http://b/ upgrade=web/socket", "ProxyPass upgrade 'web/socket' must be a "
+         "protocol name (e.g. websocket), a comma-separated list of them, or ANY"),
         ("ProxyPass / http://b/ enablereuse=1", "ProxyPass EnableReuse must be On|Off"),
         ("ProxyPass / http://b/ extra", "Invalid ProxyPass|ProxyPassMatch parameter. Parameter "
          "must be in the form 'key=value'."),
@@ -103,11 +111,11 @@ def test_balancer_url_is_accepted_syntactically(load: Load) -> None:
         ("ProxyPass / http://b/?x=1", "ProxyPass URL 'http://b/?x=1' must not contain a query "
          "string"),
         ("ProxyPass / ftp://b/", "ProxyPass URL 'ftp://b/' is not supported: proxympm proxies "
-         "to http://, https:// and balancer:// URLs"),
+         "to http://, https://, ws://, wss:// and balancer:// URLs"),
         ("ProxyPass / 127.0.0.1:8000", "ProxyPass URL '127.0.0.1:8000' is not supported: "
-         "proxympm proxies to http://, https:// and balancer:// URLs"),
+         "proxympm proxies to http://, https://, ws://, wss:// and balancer:// URLs"),
         ("ProxyPass / http:///x", "ProxyPass URL 'http:///x' is not supported: proxympm "
-         "proxies to http://, https:// and balancer:// URLs"),
+         "proxies to http://, https://, ws://, wss:// and balancer:// URLs"),
         ("ProxyPass / http://b:99999/", "ProxyPass URL 'http://b:99999/' has an invalid port"),
     ],
 )  # fmt: skip
@@ -225,8 +233,23 @@ def test_reverse_rules_server_and_vhost(load: Load) -> None:
         ("ProxyPassReverse / http://b/ interpolate", "ProxyPassReverse interpolate is not "
          "supported by proxympm"),
         ("ProxyPassReverse / b.example", "ProxyPassReverse URL 'b.example' is not supported: "
-         "proxympm proxies to http://, https:// and balancer:// URLs"),
+         "proxympm proxies to http://, https://, ws://, wss:// and balancer:// URLs"),
     ],
 )  # fmt: skip
 def test_proxypassreverse_errors(load: Load, text: str, message: str) -> None:
     assert error_of(load, text).message == message
+
+
+def test_ws_urls_and_websocket_idle_timeout(load: Load) -> None:
+    from proxympm.proxy.routing import parse_target
+
+    config = load("Listen 80\nSSLProxyEngine on\nProxyWebsocketIdleTimeout 1500ms\n"
+                  "ProxyPass /ws ws://b/ws\nProxyPass /wss wss://b:8443/\n")
+    assert routes(config) == [("/ws", "ws://b/ws"), ("/wss", "wss://b:8443/")]
+    assert config.main.websocket_idle_timeout == 1.5
+    plain, tls = parse_target("ws://b/ws"), parse_target("wss://b:8443/")
+    assert (plain.scheme, plain.port, plain.websocket) == ("http", 80, True)
+    assert (tls.scheme, tls.port, tls.websocket, tls.host_header) == ("https", 8443, True,
+                                                                      b"b:8443")
+    assert error_of(load, "ProxyWebsocketIdleTimeout soon").message == (
+        "ProxyWebsocketIdleTimeout timeout has wrong format")

@@ -23,6 +23,8 @@ from proxympm.config.model import HostConfig, ReadStage
 from proxympm.http.body import BodyDecoder
 from proxympm.http.errors import ClientGone
 from proxympm.http.request import Request, RequestReader
+from proxympm.proxy.client_address import ClientAddress
+from proxympm.proxy.header_rules import Applied, RuleEnv
 from proxympm.proxy.spool import BodyFile, Spool
 
 
@@ -35,6 +37,7 @@ class State(IntEnum):
     KEEPALIVE = 6  # idle between requests
     LINGER = 7  # after shutdown(SHUT_WR), draining until EOF or a short deadline
     CLOSED = 8
+    PROXY_HEADER = 9  # waiting for a PROXY protocol header (RemoteIPProxyProtocol)
 
 
 class Connection:
@@ -43,6 +46,10 @@ class Connection:
         "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
         "bytes_in", "registered", "read_deadline", "stage_start", "stage_bytes", "stage",
         "spool", "body_file", "buffer_body",
+        # per request, set by the worker: believed client address (mod_remoteip),
+        # the Header rules that apply, and when the request started
+        "client_addr", "rules", "started", "keep_proto",
+        "pending_tls",  # the TLS context to use once a PROXY header has been read
     )
 
     def __init__(self, sock: socket.socket, peer: tuple[str, int], local: tuple[str, int],
@@ -73,6 +80,21 @@ class Connection:
         self.stage_start = 0.0
         self.stage_bytes = 0
         self.stage: ReadStage | None = None
+        self.client_addr: ClientAddress | None = None  # None: the peer, nothing else
+        self.rules: Applied | None = None
+        self.started = 0.0
+        self.keep_proto = False
+        self.pending_tls: ssl.SSLContext | None = None
+
+    @property
+    def client_ip(self) -> str:
+        """The address the current request is believed to come from (mod_remoteip's
+        useragent_ip): what %a logs and what address checks should use."""
+        found = self.client_addr
+        return found.ip if found is not None else self.peer[0]
+
+    def rule_env(self) -> RuleEnv:
+        return RuleEnv(self.tls, self.client_ip, self.started)
 
     def set_state(self, state: State) -> int:
         self.state = state

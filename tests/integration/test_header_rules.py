@@ -151,5 +151,5 @@ def test_bad_values_are_refused_at_load_with_file_and_line(
         conf.write_text(f"Listen 8080\nServerName x\n{line}\n")
         done = proxympm_cli("-t", "-f", str(conf))
         assert done.returncode != 0  # type: ignore[attr-defined]
-        assert f"line {3 + line.count(chr(10))} of {conf}" in done.stderr, done.stderr  # type: ignore[attr-defined]
+        assert f"line {3 + line.startswith('<')} of {conf}" in done.stderr, done.stderr  # type: ignore[attr-defined]
         assert message in done.stderr  # type: ignore[attr-defined]

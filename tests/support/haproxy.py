@@ -37,10 +37,10 @@ class HAProxy:
                 stdin=subprocess.DEVNULL, start_new_session=True)
         st = procs.stat(self.proc.pid)
         self.starttime = st.starttime if st else None
-        ports = [int(p) for p in re.findall(r"^\s*bind\s+\S*:(\d+)", self.conf.read_text(),
-                                             re.M)]
+        binds = [(h or "127.0.0.1", int(p)) for h, p in
+                 re.findall(r"^\s*bind\s+(\S*):(\d+)", self.conf.read_text(), re.M)]
         deadline = time.monotonic() + timeout
-        while not all(port_accepts(p) for p in ports):
+        while not all(port_accepts(p, h) for h, p in binds):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"haproxy did not start:\n{self.log.read_text()}")
             time.sleep(0.05)

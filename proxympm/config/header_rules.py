@@ -140,7 +140,7 @@ def _format(name: str, text: str) -> tuple[bytes | tuple[str, ...], ...]:
             raise DirectiveError(f"{name}: format specifier '{m.group(0)}' is not supported "
                                  "(%%, %t, %D and %{VAR}e are)")
     if pos < len(text):
-        if text[pos:] == "%":
+        if "%" in text[pos:]:  # every other % was taken by the loop
             raise DirectiveError(f"{name}: a lone '%' ends the value (write %% for a %)")
         parts.append(text[pos:].encode("latin-1"))
     merged: list[bytes | tuple[str, ...]] = []

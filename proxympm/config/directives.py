@@ -644,9 +644,19 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "`UNKNOWN` header keeps the real peer. A connection without a valid header is "
         "closed with an error-log line (AH03507); other connections are not affected.",
         compat="As httpd 2.4.31+: on one address, one host with it on turns it on for "
-        "all. RemoteIPProxyProtocolExceptions is not supported. TLVs of version 2 are "
-        "skipped.",
+        "all. TLVs of version 2 are skipped.",
         usage="Enable PROXY protocol handling (On, Off)",
+    ),  # fmt: skip
+    Declaration(
+        "RemoteIPProxyProtocolExceptions", VHOST, ITERATE, rip.proxies,
+        st.proxy_protocol_exceptions, module="mod_remoteip",
+        syntax="RemoteIPProxyProtocolExceptions address[/prefix] ...", default=None,
+        doc="Peers that connect without a PROXY header where RemoteIPProxyProtocol requires "
+        "one (monitoring, local health checks): their connections are read as plain "
+        "HTTP (or TLS) and keep their own address.",
+        compat="Addresses and networks only; host names are refused.",
+        usage="Specifies one or more host names or IP addresses or ranges that are "
+        "exempt from the PROXY protocol",
     ),  # fmt: skip
     # -- logging -----------------------------------------------------------
     Declaration(

@@ -52,7 +52,7 @@ _INHERITED = (
     "keepalive", "keepalive_timeout", "max_keepalive_requests", "limit_request_line",
     "limit_request_fields", "limit_request_field_size", "limit_request_body", "error_log",
     "read_timeout", "remote_ip_header", "remote_ip_proxies", "proxy_protocol",
-    "add_forwarded",
+    "proxy_protocol_exceptions", "add_forwarded",
 )  # fmt: skip
 
 
@@ -322,8 +322,10 @@ def _mark_proxy_protocol(listens: list[Listen], main: HostConfig,
                  if any(p in (0, spec.port)
                         and (not spec.host or h in ("*", "_default_", "", spec.host, ip))
                         for h, p in v.addresses)]
-        on = any(h.proxy_protocol for h in bound) if bound else main.proxy_protocol
-        marked.append(dataclasses.replace(spec, proxy_protocol=on) if on else spec)
+        hosts = [h for h in (bound or [main]) if h.proxy_protocol]
+        exceptions = tuple(dict.fromkeys(n for h in hosts for n in h.proxy_protocol_exceptions))
+        marked.append(dataclasses.replace(spec, proxy_protocol=True, proxy_exceptions=exceptions)
+                      if hosts else spec)
     return tuple(marked)
 
 

@@ -29,6 +29,9 @@ class Listen:
     where: str = ""  # "file:line" of the directive, for messages
     # RemoteIPProxyProtocol On for a host on this address: a PROXY header must come first
     proxy_protocol: bool = field(default=False, compare=False)
+    # ... except from these peers (RemoteIPProxyProtocolExceptions)
+    proxy_exceptions: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default=(), compare=False)
 
     @property
     def family_host(self) -> str:
@@ -240,6 +243,7 @@ class HostConfig:
     remote_ip_header: str | None = None  # RemoteIPHeader, as written
     remote_ip_proxies: tuple[tuple[Network, bool], ...] = ()  # (network, internal)
     proxy_protocol: bool = False  # RemoteIPProxyProtocol
+    proxy_protocol_exceptions: tuple[Network, ...] = ()  # RemoteIPProxyProtocolExceptions
     add_forwarded: bool = False  # ProxyAddForwarded: RFC 7239 Forwarded to backends
     where: str = ""
 

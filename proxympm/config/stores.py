@@ -227,3 +227,9 @@ def remote_ip_proxies(internal: bool) -> Store:
         scope.host.set_at["remote_ip_proxies"] = inv.where
 
     return store
+
+
+def proxy_protocol_exceptions(scope: Scope, inv: Invocation, value: Any) -> None:
+    known = scope.host.settings.get("proxy_protocol_exceptions", ())
+    scope.host.settings["proxy_protocol_exceptions"] = (*known, *value)  # type: ignore[misc]
+    scope.host.set_at["proxy_protocol_exceptions"] = inv.where

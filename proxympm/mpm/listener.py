@@ -39,7 +39,7 @@ from proxympm.http.request import Limits, RequestReader
 from proxympm.http.serialize import error_response
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.poller import READ, WRITE, Poller, SelectorPoller, make_poller
-from proxympm.mpm.proxy_header import ProxyHeaderError, read_header
+from proxympm.mpm.proxy_header import ProxyHeaderError, excepted, read_header
 from proxympm.mpm.timeouts import DeadlineHeap, TimeoutQueue
 from proxympm.proxy.header_rules import host_error_headers
 
@@ -256,7 +256,8 @@ class Listener:
             conn = Connection(sock, peer[:2], local, RequestReader(self.limits_for(host)),
                               host, tls=ctx is not None)
             self.conns[conn.fd] = conn
-            if spec.proxy_protocol:
+            if spec.proxy_protocol and not (spec.proxy_exceptions
+                                            and excepted(spec.proxy_exceptions, peer[0])):
                 self._await_proxy_header(conn, ctx)
             else:
                 self._start(conn, ctx)

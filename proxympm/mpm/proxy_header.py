@@ -13,11 +13,18 @@ Listener thread only; the connection's ``inbuf`` holds the partial header.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 from proxympm.http.proxy_protocol import V1_MAX, ProxyHeaderError, header_length, next_read
 
-__all__ = ["ProxyHeaderError", "read_header"]
+__all__ = ["ProxyHeaderError", "excepted", "read_header"]
+
+
+def excepted(networks: tuple, peer: str) -> bool:  # type: ignore[type-arg]
+    """RemoteIPProxyProtocolExceptions: this peer may connect without a header."""
+    addr = ipaddress.ip_address(peer)
+    return any(addr.version == net.version and addr in net for net in networks)
 
 
 def read_header(sock: socket.socket, buf: bytearray) -> bytes | None:

@@ -236,3 +236,22 @@ ProxyPass /v2/ http://127.0.0.1:{v2}/ proxyprotocol=v2
                 # an upstream connection carries one client: never reused for the next
                 assert seen.header("X-PP-Src") == client
                 assert seen.header("X-PP-Dst") == f"127.0.0.1:{proxy.port}"
+
+
+def test_exceptions_connect_without_a_header(proxympm: Callable[..., Proxy],
+                                             backend: Backend) -> None:
+    proxy = proxympm("RemoteIPProxyProtocol On\nRemoteIPProxyProtocolExceptions 127.0.0.1\n"
+                     "ProxyPass / http://127.0.0.1:{b}/\n", b=backend.port)
+    assert requests.get(proxy.url + "/plain", timeout=10).status_code == 200
+    assert backend.requests[-1].header("X-Forwarded-For") == "127.0.0.1"
+    with socket.socket() as s:  # another peer still owes a header
+        s.bind(("127.0.0.5", 0))
+        s.settimeout(5)
+        s.connect(("127.0.0.1", proxy.port))
+        s.sendall(request_bytes("GET", "/nope", "pp.test"))
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    proxy.wait_for_log("error", r"\[client 127\.0\.0\.5:\d+\] AH03507")
+    assert [r.target for r in backend.requests] == ["/plain"]

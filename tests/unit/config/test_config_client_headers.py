@@ -112,3 +112,10 @@ ServerName plain
         (80, False), (81, True), (8443, False)]
     everywhere = load("Listen 80\nListen 81\nRemoteIPProxyProtocol On\n")
     assert all(s.proxy_protocol for s in everywhere.listens)
+
+
+def test_proxy_protocol_exceptions_go_with_the_listen(load: Load) -> None:
+    config = load("Listen 80\nRemoteIPProxyProtocol On\n"
+                  "RemoteIPProxyProtocolExceptions 127.0.0.1 192.0.2.0/24\n")
+    assert config.listens[0].proxy_exceptions == (
+        ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("192.0.2.0/24"))

@@ -566,10 +566,11 @@ DECLARATIONS: tuple[Declaration, ...] = (
         doc="Changes the request headers before the request goes to the backend, with "
         "Header's actions (not `echo`), formats and merge order. proxympm adds its own "
         "X-Forwarded-For (appended to what the rules left), X-Forwarded-Host, "
-        "X-Forwarded-Server, Via and Forwarded afterwards, as mod_proxy does; an "
-        "X-Forwarded-Proto left by a RequestHeader rule is sent instead of proxympm's "
-        "own (a client's is always replaced). The access log's `%{...}i` shows the "
-        "request as the rules left it, as in httpd.",
+        "X-Forwarded-Server, Via and Forwarded afterwards, as mod_proxy does. An "
+        "X-Forwarded-Proto made by `RequestHeader set`, `add` or `setifempty` (where the "
+        "client sent none) is sent instead of proxympm's own; a client's is always "
+        "replaced, also when a rule only edited or appended to it. The access log's "
+        "`%{...}i` shows the request as the rules left it, as in httpd.",
         compat="Host and the framing fields are proxympm's to write: rules on Host do not "
         "change the Host sent upstream; rules on framing and hop-by-hop fields are "
         "refused. Otherwise as Header.",

@@ -98,14 +98,19 @@ class RuleEnv:
 def apply_request(rules: tuple[HeaderRule, ...], req: Any, env: RuleEnv,
                   given: Headers) -> tuple[Headers, frozenset[bytes]]:
     """RequestHeader rules over the request's fields; returns the new fields and the
-    lowercase names rules gave a value to."""
+    lowercase names whose value a rule made from configuration alone (set, add, and
+    setifempty where the field was absent): only those are the operator's word."""
     table = list(given)
     named: set[bytes] = set()
     for rule in rules:
         if _applies(rule, env):
+            absent = rule.action == "setifempty" and all(
+                n.lower() != rule.lname for n, _ in table)
             _apply(rule, table, env, None)
-            if rule.action != "unset":
+            if rule.action in ("set", "add") or absent:
                 named.add(rule.lname)
+            elif rule.action == "unset":
+                named.discard(rule.lname)
     return table, frozenset(named)
 
 

@@ -105,3 +105,18 @@ def test_echo_and_always_table() -> None:
         (b"X-Req-Id", b"7"), (b"Content-Length", b"3"), (b"Other", b"x")], ENV)
     assert got == [(b"X-A", b"backend"), (b"X-A", b"n"), (b"X-Req-Id", b"7")]
     assert hr.error_headers(applied.always, ENV, []) == [(b"X-A", b"n")]
+
+
+def test_only_values_made_by_rules_count_as_the_operators() -> None:
+    given = [(b"X-Forwarded-Proto", b"gopher")]
+
+    def named(action: str) -> frozenset[bytes]:
+        rule = HeaderRule(True, action, b"X-Forwarded-Proto", b"x-forwarded-proto",
+                          value=(b"https",))
+        return hr.apply_request((rule,), None, ENV, given)[1]
+
+    assert named("set") == named("add") == {b"x-forwarded-proto"}
+    assert named("setifempty") == named("append") == named("merge") == frozenset()
+    rule = HeaderRule(True, "setifempty", b"X-Forwarded-Proto", b"x-forwarded-proto",
+                      value=(b"https",))
+    assert hr.apply_request((rule,), None, ENV, [])[1] == {b"x-forwarded-proto"}

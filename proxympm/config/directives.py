@@ -593,8 +593,18 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "and `%h` (`%{c}a`/`%{c}h`: the peer), the error log's client, and what address "
         "checks use.",
         compat="Hop by hop, an internal proxy presented by a trusted one is treated as "
-        "trusted (httpd 2.4.3x). RemoteIPProxiesHeader is not supported.",
+        "trusted (httpd 2.4.3x).",
         usage="Specifies a request header to trust as the client IP, e.g. X-Forwarded-For",
+    ),  # fmt: skip
+    Declaration(
+        "RemoteIPProxiesHeader", VHOST, TAKE1, rip.header_name,
+        st.host("remote_ip_proxies_header"), module="mod_remoteip",
+        syntax="RemoteIPProxiesHeader header-field", default=None,
+        doc="When RemoteIPHeader believed a client through trusted (not internal) "
+        "proxies, their addresses, in the order the walk met them, are sent to the "
+        "backend in this header (e.g. X-Forwarded-By), replacing a client's field of that "
+        "name; otherwise the field is left as it came, as in httpd.",
+        usage="Specifies a request header to record proxy IP's",
     ),  # fmt: skip
     Declaration(
         "RemoteIPTrustedProxy", VHOST, ITERATE, rip.proxies, st.remote_ip_proxies(False),

@@ -51,8 +51,8 @@ _INHERITED = (
     "server_name", "preserve_host", "add_headers", "via", "proxy_timeout", "timeout",
     "keepalive", "keepalive_timeout", "max_keepalive_requests", "limit_request_line",
     "limit_request_fields", "limit_request_field_size", "limit_request_body", "error_log",
-    "read_timeout", "remote_ip_header", "remote_ip_proxies", "proxy_protocol",
-    "proxy_protocol_exceptions", "add_forwarded",
+    "read_timeout", "remote_ip_header", "remote_ip_proxies_header", "remote_ip_proxies",
+    "proxy_protocol", "proxy_protocol_exceptions", "add_forwarded",
 )  # fmt: skip
 
 

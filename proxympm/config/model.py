@@ -241,6 +241,7 @@ class HostConfig:
     location_header_rules: tuple[tuple[bytes, tuple[HeaderRule, ...]], ...] = ()
     # mod_remoteip
     remote_ip_header: str | None = None  # RemoteIPHeader, as written
+    remote_ip_proxies_header: str | None = None  # RemoteIPProxiesHeader, as written
     remote_ip_proxies: tuple[tuple[Network, bool], ...] = ()  # (network, internal)
     proxy_protocol: bool = False  # RemoteIPProxyProtocol
     proxy_protocol_exceptions: tuple[Network, ...] = ()  # RemoteIPProxyProtocolExceptions

@@ -83,6 +83,7 @@ def believe(host: HostConfig, peer: tuple[str, int], req: Any) -> ClientAddress:
     internal = False
     crossed_external = False
     believed: Address | None = None
+    via: list[str] = []  # trusted (not internal) hops, for RemoteIPProxiesHeader
     while remote is not None:
         if listed:
             kind = _match(host, hop)
@@ -99,11 +100,16 @@ def believe(host: HostConfig, peer: tuple[str, int], req: Any) -> ClientAddress:
             break
         if not internal and not _public(addr):
             break
+        if not internal:
+            via.append(str(hop))
         believed = hop = addr
         remote = rest
     if believed is None:
         return found
     _rewrite(req, lname, name.encode("latin-1"), remote)
+    if host.remote_ip_proxies_header and via:
+        proxies = host.remote_ip_proxies_header.encode("latin-1")
+        _rewrite(req, proxies.lower(), proxies, ", ".join(via).encode("ascii"))
     found.ip = str(believed)
     found.port = 0
     return found

@@ -120,3 +120,16 @@ def test_only_values_made_by_rules_count_as_the_operators() -> None:
     rule = HeaderRule(True, "setifempty", b"X-Forwarded-Proto", b"x-forwarded-proto",
                       value=(b"https",))
     assert hr.apply_request((rule,), None, ENV, [])[1] == {b"x-forwarded-proto"}
+
+
+def test_proxies_header_lists_the_trusted_hops() -> None:
+    host = HostConfig(remote_ip_header="X-Forwarded-For",
+                      remote_ip_proxies_header="X-Forwarded-By",
+                      remote_ip_proxies=HOST.remote_ip_proxies)
+    req = _request((b"X-Forwarded-For", b"203.0.113.1, 198.51.100.2"),
+                   (b"X-Forwarded-By", b"forged"))
+    assert believe(host, ("198.51.100.1", 1), req).ip == "203.0.113.1"
+    assert req.header(b"x-forwarded-by") == b"198.51.100.1, 198.51.100.2"
+    req = _request((b"X-Forwarded-For", b"203.0.113.1"), (b"X-Forwarded-By", b"forged"))
+    believe(host, ("10.0.0.1", 1), req)  # through an internal proxy only: untouched
+    assert req.header(b"x-forwarded-by") == b"forged"

@@ -15,6 +15,7 @@ CONF = """
 LogFormat "%a|%{c}a|%h|%{c}h|%{X-Forwarded-For}i" remoteip
 CustomLog {access_log} remoteip
 RemoteIPHeader X-Forwarded-For
+RemoteIPProxiesHeader X-Forwarded-By
 RemoteIPInternalProxy 127.0.0.1
 RemoteIPTrustedProxy 198.51.100.0/24
 ProxyAddForwarded On
@@ -60,6 +61,9 @@ def test_trusted_chain_is_walked_right_to_left(proxy: Proxy, backend: Backend, x
                                                believed: str, upstream_xff: str) -> None:
     seen = _send(proxy, backend, "trusting.test", X_Forwarded_For=xff)
     assert seen.header("X-Forwarded-For") == upstream_xff
+    # the trusted (not internal) hops crossed; the internal loopback peer is not one
+    crossed = "198.51.100.7" if "198.51.100.7" in xff else None
+    assert seen.header("X-Forwarded-By") == crossed
     shown = f"[{believed}]" if ":" in believed else believed
     forwarded = seen.header("Forwarded")
     if believed == "127.0.0.1":  # nothing believed: the connection's own address and port

@@ -1,7 +1,7 @@
 """A client connection and its states, named after httpd's event MPM.
 
 Ownership: a connection is owned by exactly one thread at a time. The listener
-owns it while it waits on the network (HANDSHAKE, READ_HEAD, READ_BODY,
+owns it while it waits on the network (PROXY_HEADER, HANDSHAKE, READ_HEAD, READ_BODY,
 KEEPALIVE, WRITE_COMPLETION, LINGER); a worker owns it from the moment it is taken
 off the worker queue until it hands it back (PROCESSING). Ownership moves with
 the hand-off itself (queue put, or epoll re-arm), so no field needs a lock.

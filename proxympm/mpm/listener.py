@@ -1,6 +1,7 @@
 """The listener thread: one per child, the only thread that waits on the network.
 
-It owns the listening sockets and every connection that is waiting: TLS
+It owns the listening sockets and every connection that is waiting: PROXY
+protocol headers (RemoteIPProxyProtocol, read before anything else), TLS
 handshakes, half-read request heads (and small bodies being buffered), idle
 keep-alive connections, response tails in write completion, and lingering
 closes. Workers only ever receive connections with a complete request head.

@@ -29,6 +29,11 @@ RequestHeader edit Authorization "^Bearer\\s+(\\S+)$" "Token $1 (&)"
 RequestHeader merge X-List b
 ProxyPass /gone !
 ProxyPass /dead http://127.0.0.1:{dead}/ retry=0
+ProxyPass /late http://127.0.0.1:{b}/slow/3 timeout=1
+<Proxy balancer://down>
+    BalancerMember http://127.0.0.1:{dead} retry=30
+</Proxy>
+ProxyPass /pool balancer://down/
 ProxyPass / http://127.0.0.1:{b}/
 
 <VirtualHost *:{port}>
@@ -101,11 +106,16 @@ def test_always_is_a_second_table_as_in_httpd(proxy: Proxy) -> None:
 
 
 @pytest.mark.parametrize(("path", "status"), [("/gone", 404), ("/dead/x", 503),
-                                              ("/garbage", 502)])
+                                              ("/garbage", 502), ("/late", 504),
+                                              ("/pool", 503)])
 def test_own_error_responses_get_only_always_rules(proxy: Proxy, path: str,
                                                    status: int) -> None:
+    if path == "/pool":  # the member fails, then the balancer answers 503 itself
+        assert _get(proxy, path).status_code == 503
     r = _get(proxy, "/api" + path if path == "/garbage" else path)
     assert r.status_code == status
+    if path == "/pool":
+        assert r.headers["Retry-After"]
     assert r.headers["Strict-Transport-Security"].startswith("max-age=")
     assert r.headers["X-Dup"] == "proxy"
     assert "X-Vhost" not in r.headers and "X-Timing" not in r.headers  # onsuccess only

@@ -133,8 +133,9 @@ class AccessRecord:
     ``notes`` stands in for httpd's request notes (``%{Name}n``).
     """
 
-    remote_addr: str = "-"
+    remote_addr: str = "-"  # the believed client address (mod_remoteip): %a, %h
     remote_port: int = 0
+    peer_addr: str = ""  # the connection's peer: %{c}a, %{c}h ('' = remote_addr)
     local_addr: str = "-"
     local_port: int = 0
     method: bytes = b""
@@ -359,6 +360,10 @@ def _remote_addr(r: AccessRecord) -> bytes:
     return r.remote_addr.encode("ascii", "backslashreplace")
 
 
+def _peer_addr(r: AccessRecord) -> bytes:
+    return (r.peer_addr or r.remote_addr).encode("ascii", "backslashreplace")
+
+
 def _remote_user(r: AccessRecord) -> bytes:
     user = r.env.get("REMOTE_USER") if r.env else None
     if user is None:
@@ -369,8 +374,8 @@ def _remote_user(r: AccessRecord) -> bytes:
 # letter -> factory(arg) -> Item. Arguments other than documented ones are ignored
 # where httpd ignores them (%h %a).
 _DIRECTIVES: dict[str, Callable[[str | None], Item]] = {
-    "h": lambda a: _remote_addr,
-    "a": lambda a: _remote_addr,
+    "h": lambda a: _peer_addr if a == "c" else _remote_addr,
+    "a": lambda a: _peer_addr if a == "c" else _remote_addr,
     "A": lambda a: lambda r: r.local_addr.encode("ascii", "backslashreplace"),
     "l": lambda a: lambda r: b"-",
     "u": lambda a: _remote_user,

@@ -285,6 +285,10 @@ def worker_params(pairs: Sequence[tuple[str, str]], member: bool = False) -> Wor
             values["retry"] = float(int(value))
         elif k == "keepalive":
             values["keepalive"] = _on_off(value, "KeepAlive")
+        elif k == "proxyprotocol":
+            if value.lower() not in ("v1", "v2", "off"):
+                raise DirectiveError("ProxyPass proxyprotocol must be v1|v2|off")
+            values["proxyprotocol"] = "" if value.lower() == "off" else value.lower()
         elif k == "disablereuse":
             values["disablereuse"] = _on_off(value, "DisableReuse")
         elif k == "enablereuse":

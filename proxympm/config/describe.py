@@ -25,7 +25,8 @@ _DEFAULT_PARAMS = WorkerParams()
 
 def _listen(listen: Listen) -> str:
     host = f"[{listen.host}]" if ":" in listen.host else (listen.host or "*")
-    return f"{host}:{listen.port} {listen.protocol}"
+    pp = ", PROXY protocol required" if listen.proxy_protocol else ""
+    return f"{host}:{listen.port} {listen.protocol}{pp}"
 
 
 def _number(value: float) -> str:
@@ -87,6 +88,21 @@ def _host_lines(host: HostConfig, indent: str) -> list[str]:
                 else ""
             )
         )
+    if host.remote_ip_header:
+        proxies = ", ".join(f"{net}{' (internal)' if internal else ''}"
+                            for net, internal in host.remote_ip_proxies) or "every peer"
+        lines.append(f"{indent}Client address from {host.remote_ip_header}, believed from: "
+                     f"{proxies}")
+    if host.add_forwarded:
+        lines.append(f"{indent}Forwarded (RFC 7239) sent to backends")
+    rules = [("", r) for r in host.header_rules]
+    rules += [(f" in <Location {p.decode('latin-1')}>", r)
+              for p, rs in host.location_header_rules for r in rs]
+    for place, rule in rules:
+        which = "RequestHeader" if rule.request else "Header always" if rule.always else "Header"
+        what = (rule.name.decode("latin-1") if rule.name
+                else repr(rule.pattern.pattern if rule.pattern else b""))
+        lines.append(f"{indent}{which} {rule.action} {what}{place}  ({rule.where})")
     timeouts = f"Timeout {_number(host.timeout)}"
     if host.proxy_timeout is not None:
         timeouts += f", ProxyTimeout {_number(host.proxy_timeout)}"

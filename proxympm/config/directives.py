@@ -9,6 +9,8 @@ arity, conversion, storage) and the generated reference, conf/DIRECTIVES.md
 from __future__ import annotations
 
 from proxympm.config import converters as cv
+from proxympm.config import header_rules as hr
+from proxympm.config import remoteip as rip
 from proxympm.config import stores as st
 from proxympm.config.declaration import (
     ANYWHERE,
@@ -368,7 +370,12 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "connection is freed as soon as the response is complete; Off makes the worker "
         "wait for the client), `flushpackets` (httpd's name: on or auto turn response "
         "buffering off and pass every piece of the response on as it arrives, the head "
-        "at once, for server-sent events and long polls). If the temp directory is "
+        "at once, for server-sent events and long polls), `proxyprotocol` (`v1` or "
+        "`v2`: every new connection to the backend starts with a PROXY protocol header "
+        "(HAProxy's `send-proxy`/`send-proxy-v2`) carrying the client address proxympm "
+        "believes (see RemoteIPHeader) and the address the client connected to; such a "
+        "connection is bound to that client, so it is never pooled for another request). "
+        "If the temp directory is "
         "unusable, both fall back to streaming with an error-log line. "
         "`upgrade=proto[,proto...]` or `upgrade=ANY` (httpd 2.4.47+): an HTTP/1.1 "
         "request without a body that carries `Connection: Upgrade` and an `Upgrade` "
@@ -433,7 +440,8 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "the balancer of the enclosing `<Proxy>`, or to the one named first when outside. "
         "The request path is the member URL's path followed by what the balancer URL of "
         "the ProxyPass makes of it. Keys: those of ProxyPass (`timeout`, "
-        "`connectiontimeout`, `ttl`, `retry`, `keepalive`, `disablereuse`/`enablereuse`) "
+        "`connectiontimeout`, `ttl`, `retry`, `keepalive`, `disablereuse`/`enablereuse`, "
+        "`proxyprotocol`) "
         "and `loadfactor` (weight 1-100, default 1), `lbset` (0-99, default 0: lower sets "
         "are used first), `status` (`+H` hot standby, `+D` disabled, `+S` stopped, `+I` "
         "ignore errors: never put in error state; `-X` clears a flag), `route` (kept for "
@@ -603,6 +611,165 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "longest TTL commonly advised for records of moving backends.",
         compat="proxympm's (HAProxy's `hold valid`, default 10 s, plays a similar role).",
         usage="Longest time a DNS answer for an upstream name is used",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyAddForwarded", VHOST, FLAG, cv.on_off, st.host("add_forwarded"),
+        module="mod_proxy", syntax="ProxyAddForwarded On|Off", default="Off",
+        doc="Also send the RFC 7239 `Forwarded` header to backends, beside X-Forwarded-*: "
+        "`for` (an IPv6 address in brackets and quotes, a port in quotes), `proto`, and "
+        "`host` when the request had one. An incoming `Forwarded` is kept, and ours "
+        "appended to it, only when the peer is a RemoteIPTrustedProxy or "
+        "RemoteIPInternalProxy; then `for` is that peer, the next hop of the chain. From "
+        "any other peer the incoming header is dropped and `for` is the client address "
+        "proxympm believes (after RemoteIPHeader), with its port when it is the "
+        "connection's own.",
+        compat="proxympm only; httpd has no Forwarded support (HAProxy 2.9's "
+        "`option forwarded` is the model).",
+        usage="on if the RFC 7239 Forwarded header should be added",
+    ),  # fmt: skip
+    # -- mod_headers -------------------------------------------------------
+    Declaration(
+        "Header", LOCATION_TOO, RAW, hr.header, st.header_rule, module="mod_headers",
+        syntax="Header [always|onsuccess] set|append|merge|add|setifempty|unset|edit|edit*|"
+        "echo header [value] [replacement] [early|env=[!]variable]", default=None,
+        doc="Changes response headers. `set` replaces, `setifempty` sets only when absent, "
+        "`append` adds `, value` to the first one (or sets it), `merge` appends unless the "
+        "value is already one of its comma-separated elements, `add` adds another field, "
+        "`unset` removes every one, `edit`/`edit*` replace the first/every match of a "
+        "regular expression in each value (`$0`-`$9` and `&` in the replacement), `echo` "
+        "copies request headers whose name matches a regular expression. Values may "
+        "hold `%%`, `%t` (`t=` microseconds since the epoch at request start), `%D` "
+        "(`D=` microseconds since then) and `%{VAR}e` (the request environment: `HTTPS` "
+        "is `on` for TLS requests, `REMOTE_ADDR` is the believed client address). "
+        "`env=VAR` (`env=!VAR`) applies the rule only if VAR is (is not) set. Rules apply "
+        "in httpd's merge order: the main server's, the virtual host's, then every "
+        "`<Location>` whose path is a prefix of the request path, in configuration order "
+        "(the main server's Locations first). As in httpd, the default condition "
+        "(`onsuccess`) works on the response's own headers (the backend's, for a proxied "
+        "response of any status), while `always` rules work on a separate table that is "
+        "added to every response, proxympm's own error responses (404, 502, 503, 504, "
+        "400...) included, which get only the `always` rules: so `Header always unset` "
+        "cannot remove a backend's header, and `Header always set` beside a backend's "
+        "field of the same name sends both.",
+        compat="The `note` action, `expr=` values and conditions, and the format "
+        "specifiers `%l`, `%i`, `%b` and `%{VAR}s` are refused. Rules on Content-Length, "
+        "Transfer-Encoding, Connection and the other hop-by-hop fields are refused "
+        "(proxympm writes those itself). `early` is accepted in server and virtual host "
+        "context and applies the rule before the others. Regular expressions are "
+        "Python's, not PCRE. Values with CR, LF or NUL are refused at load time.",
+        usage="an optional condition, an action, header and value followed by optional "
+        "env clause",
+    ),  # fmt: skip
+    Declaration(
+        "RequestHeader", LOCATION_TOO, RAW, hr.request_header, st.header_rule,
+        module="mod_headers",
+        syntax="RequestHeader set|append|merge|add|setifempty|unset|edit|edit* header "
+        "[value] [replacement] [early|env=[!]variable]", default=None,
+        doc="Changes the request headers before the request goes to the backend, with "
+        "Header's actions (not `echo`), formats and merge order. proxympm adds its own "
+        "X-Forwarded-For (appended to what the rules left), X-Forwarded-Host, "
+        "X-Forwarded-Server, Via and Forwarded afterwards, as mod_proxy does. An "
+        "X-Forwarded-Proto made by `RequestHeader set`, `add` or `setifempty` (where the "
+        "client sent none) is sent instead of proxympm's own; a client's is always "
+        "replaced, also when a rule only edited or appended to it. The access log's "
+        "`%{...}i` shows the request as the rules left it, as in httpd.",
+        compat="Host and the framing fields are proxympm's to write: rules on Host do not "
+        "change the Host sent upstream; rules on framing and hop-by-hop fields are "
+        "refused. Otherwise as Header.",
+        usage="an action, header and value followed by optional env clause",
+    ),  # fmt: skip
+    # -- mod_remoteip ------------------------------------------------------
+    Declaration(
+        "RemoteIPHeader", VHOST, TAKE1, rip.header_name, st.host("remote_ip_header"),
+        module="mod_remoteip", syntax="RemoteIPHeader header-field", default=None,
+        doc="The header (usually X-Forwarded-For) that carries the client address from "
+        "trusted proxies. It is read right to left: while the address it came from (the "
+        "peer first) is a RemoteIPTrustedProxy or RemoteIPInternalProxy, the rightmost "
+        "address is believed and removed; the walk stops at the first untrusted hop or "
+        "unparsable entry. An address presented by a trusted (not internal) proxy must be "
+        "public: private, loopback and link-local IPv4 and any IPv6 outside 2000::/3 "
+        "stop the walk; internal proxies may present any address. What is left of the "
+        "header goes to the backend (removed when empty), and X-Forwarded-For gets the "
+        "believed address appended. With no proxy list at all, every peer is trusted "
+        "(httpd's behaviour; set a list). The believed address is the access log's `%a` "
+        "and `%h` (`%{c}a`/`%{c}h`: the peer), the error log's client, and what address "
+        "checks use.",
+        compat="Hop by hop, an internal proxy presented by a trusted one is treated as "
+        "trusted (httpd 2.4.3x).",
+        usage="Specifies a request header to trust as the client IP, e.g. X-Forwarded-For",
+    ),  # fmt: skip
+    Declaration(
+        "RemoteIPProxiesHeader", VHOST, TAKE1, rip.header_name,
+        st.host("remote_ip_proxies_header"), module="mod_remoteip",
+        syntax="RemoteIPProxiesHeader header-field", default=None,
+        doc="When RemoteIPHeader believed a client through trusted (not internal) "
+        "proxies, their addresses, in the order the walk met them, are sent to the "
+        "backend in this header (e.g. X-Forwarded-By), replacing a client's field of that "
+        "name; otherwise the field is left as it came, as in httpd.",
+        usage="Specifies a request header to record proxy IP's",
+    ),  # fmt: skip
+    Declaration(
+        "RemoteIPTrustedProxy", VHOST, ITERATE, rip.proxies, st.remote_ip_proxies(False),
+        module="mod_remoteip", syntax="RemoteIPTrustedProxy address[/prefix] ...",
+        default=None,
+        doc="Peers whose RemoteIPHeader is believed, when they present a public address. "
+        "Lines add up; a virtual host with none of its own uses the main server's list.",
+        compat="Addresses and networks only; host names are refused.",
+        usage="Specifies one or more proxies which are trusted to present IP headers",
+    ),  # fmt: skip
+    Declaration(
+        "RemoteIPInternalProxy", VHOST, ITERATE, rip.proxies, st.remote_ip_proxies(True),
+        module="mod_remoteip", syntax="RemoteIPInternalProxy address[/prefix] ...",
+        default=None,
+        doc="As RemoteIPTrustedProxy, for proxies on the internal network, which may "
+        "present private addresses too.",
+        compat="Addresses and networks only; host names are refused.",
+        usage="Specifies one or more internal (transparent) proxies which are trusted to "
+        "present IP headers",
+    ),  # fmt: skip
+    Declaration(
+        "RemoteIPTrustedProxyList", VHOST, TAKE1, rip.proxy_list,
+        st.remote_ip_proxies(False), module="mod_remoteip",
+        syntax="RemoteIPTrustedProxyList filename", default=None,
+        doc="RemoteIPTrustedProxy addresses read from a file (relative to ServerRoot), "
+        "whitespace-separated, `#` comments.",
+        usage="The filename to read the list of trusted proxies, see the RemoteIPTrustedProxy "
+        "directive",
+    ),  # fmt: skip
+    Declaration(
+        "RemoteIPInternalProxyList", VHOST, TAKE1, rip.proxy_list,
+        st.remote_ip_proxies(True), module="mod_remoteip",
+        syntax="RemoteIPInternalProxyList filename", default=None,
+        doc="RemoteIPInternalProxy addresses read from a file, as RemoteIPTrustedProxyList.",
+        usage="The filename to read the list of internal proxies, see the "
+        "RemoteIPInternalProxy directive",
+    ),  # fmt: skip
+    Declaration(
+        "RemoteIPProxyProtocol", VHOST, FLAG, cv.on_off, st.host("proxy_protocol"),
+        module="mod_remoteip", syntax="RemoteIPProxyProtocol On|Off", default="Off",
+        doc="Every connection to an address this host answers on (all addresses, in the "
+        "main server) must start with a PROXY protocol header, version 1 (text) or 2 "
+        "(binary), as sent by HAProxy's `send-proxy`/`send-proxy-v2` or an L4 load "
+        "balancer. It is read before the TLS handshake, by the listener thread, within "
+        "the RequestReadTimeout header stage's first timeout (Timeout when that stage is "
+        "off). The source address it carries becomes the connection's client address "
+        "(`%a`, `%{c}a`, X-Forwarded-For, RemoteIPHeader's first hop); a `LOCAL` or "
+        "`UNKNOWN` header keeps the real peer. A connection without a valid header is "
+        "closed with an error-log line (AH03507); other connections are not affected.",
+        compat="As httpd 2.4.31+: on one address, one host with it on turns it on for "
+        "all. TLVs of version 2 are skipped.",
+        usage="Enable PROXY protocol handling (On, Off)",
+    ),  # fmt: skip
+    Declaration(
+        "RemoteIPProxyProtocolExceptions", VHOST, ITERATE, rip.proxies,
+        st.proxy_protocol_exceptions, module="mod_remoteip",
+        syntax="RemoteIPProxyProtocolExceptions address[/prefix] ...", default=None,
+        doc="Peers that connect without a PROXY header where RemoteIPProxyProtocol requires "
+        "one (monitoring, local health checks): their connections are read as plain "
+        "HTTP (or TLS) and keep their own address.",
+        compat="Addresses and networks only; host names are refused.",
+        usage="Specifies one or more host names or IP addresses or ranges that are "
+        "exempt from the PROXY protocol",
     ),  # fmt: skip
     # -- logging -----------------------------------------------------------
     Declaration(

@@ -31,6 +31,7 @@ from proxympm.config.model import (
     Balancer,
     BalancerSettings,
     CustomLog,
+    HeaderRule,
     HostConfig,
     Listen,
     ProxyRoute,
@@ -51,7 +52,8 @@ _INHERITED = (
     "websocket_idle_timeout", "timeout",
     "keepalive", "keepalive_timeout", "max_keepalive_requests", "limit_request_line",
     "limit_request_fields", "limit_request_field_size", "limit_request_body", "error_log",
-    "read_timeout",
+    "read_timeout", "remote_ip_header", "remote_ip_proxies_header", "remote_ip_proxies",
+    "proxy_protocol", "proxy_protocol_exceptions", "add_forwarded",
 )  # fmt: skip
 
 
@@ -80,6 +82,7 @@ def load_config(
         for v in server.vhosts
     )
     _check_listeners(server.listens, config_file, reader.line_counts.get(config_file, 0))
+    listens = _mark_proxy_protocol(server.listens, main, vhosts)
     _check_certificates(server, main, vhosts)
     _check_proxy_tls(main, vhosts, balancers)
     settings = dict(server.settings)
@@ -88,7 +91,7 @@ def load_config(
     return ServerConfig(
         config_file=config_file,
         server_root=root,
-        listens=tuple(server.listens),
+        listens=listens,
         main=main,
         vhosts=vhosts,
         balancers=tuple(balancers.values()),
@@ -179,9 +182,21 @@ def _build_host(
         tls=dataclasses.replace(base.tls, **scope.tls),  # type: ignore[arg-type]
         proxy_tls=dataclasses.replace(base.proxy_tls, **scope.proxy_tls),  # type: ignore[arg-type]
         custom_logs=_custom_logs(scope, main_scope, main),
+        header_rules=(*(main.header_rules if main else ()), *scope.header_rules),
+        location_header_rules=_location_header_rules(scope, main_scope),
         where=scope.where,
         **inherited,  # type: ignore[arg-type]
     )
+
+
+def _location_header_rules(
+    scope: HostScope, main: HostScope | None
+) -> tuple[tuple[bytes, tuple[HeaderRule, ...]], ...]:
+    """Locations with header rules, in httpd's merge order: the main server's
+    sections first, then the vhost's (core's merge appends ``sec_url``)."""
+    hosts = [scope] if main is None else [main, scope]
+    return tuple((loc.path.encode("latin-1"), tuple(loc.header_rules))
+                 for h in hosts for loc in h.locations if loc.header_rules)
 
 
 def _location_routes(scope: HostScope) -> list[ProxyRoute]:
@@ -294,6 +309,25 @@ def _check_listeners(listens: list[Listen], config_file: str, last_line: int) ->
                     file,
                     line,
                 )
+
+
+def _mark_proxy_protocol(listens: list[Listen], main: HostConfig,
+                         vhosts: tuple[VirtualHost, ...]) -> tuple[Listen, ...]:
+    """RemoteIPProxyProtocol is per address (httpd 2.4.31+): a Listen needs the PROXY
+    header when a host that may answer on it has it on. A host answers on a Listen
+    when it is a vhost whose address covers it, or the main server when none does."""
+    marked = []
+    for spec in listens:
+        ip = spec.family_host
+        bound = [v.host for v in vhosts
+                 if any(p in (0, spec.port)
+                        and (not spec.host or h in ("*", "_default_", "", spec.host, ip))
+                        for h, p in v.addresses)]
+        hosts = [h for h in (bound or [main]) if h.proxy_protocol]
+        exceptions = tuple(dict.fromkeys(n for h in hosts for n in h.proxy_protocol_exceptions))
+        marked.append(dataclasses.replace(spec, proxy_protocol=True, proxy_exceptions=exceptions)
+                      if hosts else spec)
+    return tuple(marked)
 
 
 def _check_certificates(

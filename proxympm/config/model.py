@@ -7,6 +7,8 @@ socket or a file. All durations are float seconds, all sizes int bytes.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 # Apache's defaults (mpm_common, core, mod_proxy), in one place.
@@ -29,6 +31,11 @@ class Listen:
     port: int
     protocol: str  # "http" or "https"
     where: str = ""  # "file:line" of the directive, for messages
+    # RemoteIPProxyProtocol On for a host on this address: a PROXY header must come first
+    proxy_protocol: bool = field(default=False, compare=False)
+    # ... except from these peers (RemoteIPProxyProtocolExceptions)
+    proxy_exceptions: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default=(), compare=False)
 
     @property
     def family_host(self) -> str:
@@ -55,6 +62,7 @@ class WorkerParams:
     # upgrade=: protocols a client may switch to (lower-case, comma-separated), "*" for
     # ANY, "" for none (a ws:// or wss:// URL then still allows "websocket").
     upgrade: str = ""
+    proxyprotocol: str = ""  # "v1"/"v2": send a PROXY header on each new connection
     # BalancerMember only (refused on ProxyPass):
     loadfactor: float = 1.0  # weight, 1..100
     lbset: int = 0  # cluster set: lower sets are tried first
@@ -184,6 +192,32 @@ class ReadTimeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderRule:
+    """One ``Header`` or ``RequestHeader`` line (mod_headers), checked and compiled.
+
+    ``value`` is the compiled format: literal bytes, or ``("e", NAME)`` for
+    ``%{NAME}e``, ``("t",)`` for ``%t`` and ``("D",)`` for ``%D``. ``pattern`` is the
+    regex of ``edit``/``edit*`` (on values) and ``echo`` (on names).
+    """
+
+    request: bool  # RequestHeader
+    action: str  # set append merge add setifempty unset edit edit* echo
+    name: bytes  # field name as written ('' for echo)
+    lname: bytes
+    value: tuple[bytes | tuple[str, ...], ...] = ()
+    pattern: re.Pattern[bytes] | None = None
+    replacement: bytes = b""
+    always: bool = False  # Header always: httpd's err_headers_out table
+    early: bool = False
+    env: str | None = None  # env=NAME condition
+    env_negate: bool = False  # env=!NAME
+    where: str = ""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     """Everything that may differ per virtual host. The main server is one too."""
 
@@ -209,6 +243,17 @@ class HostConfig:
     proxy_tls: ProxyTLSSettings = field(default_factory=ProxyTLSSettings)
     custom_logs: tuple[CustomLog, ...] = ()
     error_log: str | None = None
+    # mod_headers: the host's own rules (main server's first), then per <Location>
+    # (path, rules) in configuration order, the main server's Locations first.
+    header_rules: tuple[HeaderRule, ...] = ()
+    location_header_rules: tuple[tuple[bytes, tuple[HeaderRule, ...]], ...] = ()
+    # mod_remoteip
+    remote_ip_header: str | None = None  # RemoteIPHeader, as written
+    remote_ip_proxies_header: str | None = None  # RemoteIPProxiesHeader, as written
+    remote_ip_proxies: tuple[tuple[Network, bool], ...] = ()  # (network, internal)
+    proxy_protocol: bool = False  # RemoteIPProxyProtocol
+    proxy_protocol_exceptions: tuple[Network, ...] = ()  # RemoteIPProxyProtocolExceptions
+    add_forwarded: bool = False  # ProxyAddForwarded: RFC 7239 Forwarded to backends
     where: str = ""
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from proxympm.config.model import BalancerMember, Listen, ProxyRoute, ReverseRule
+from proxympm.config.model import BalancerMember, HeaderRule, Listen, ProxyRoute, ReverseRule
 
 
 class Context(enum.Flag):
@@ -32,6 +32,7 @@ class LocationScope:
     where: str
     route: ProxyRoute | None = None
     reverse_rules: list[ReverseRule] = field(default_factory=list)
+    header_rules: list[HeaderRule] = field(default_factory=list)  # Header, RequestHeader
 
 
 @dataclass(slots=True)
@@ -60,6 +61,7 @@ class HostScope:
     formats: dict[str, str] = field(default_factory=dict)  # LogFormat nicknames
     default_format: str | None = None  # LogFormat without nickname, for TransferLog
     inherit_routes: bool | None = None  # ProxyPassInherit
+    header_rules: list[HeaderRule] = field(default_factory=list)  # Header, RequestHeader
 
 
 @dataclass(slots=True)

@@ -228,3 +228,28 @@ def read_timeout(scope: Scope, inv: Invocation, value: Any) -> None:
     changes = {name: ReadStage(*stage) for name, stage in value.items()}
     scope.host.settings["read_timeout"] = dataclasses.replace(current, **changes)
     scope.host.set_at["read_timeout"] = inv.where
+
+
+def header_rule(scope: Scope, inv: Invocation, value: Any) -> None:
+    """Header/RequestHeader: kept in configuration order, per host or <Location>."""
+    target = scope.location.header_rules if scope.location else scope.host.header_rules
+    target.append(value)
+
+
+def remote_ip_proxies(internal: bool) -> Store:
+    """RemoteIPTrustedProxy/RemoteIPInternalProxy[List]: lines add up within a host;
+    a vhost that names none uses the main server's (mod_remoteip's merge)."""
+
+    def store(scope: Scope, inv: Invocation, value: Any) -> None:
+        known = scope.host.settings.get("remote_ip_proxies", ())
+        scope.host.settings["remote_ip_proxies"] = (
+            *known, *((net, internal) for net in value))  # type: ignore[misc]
+        scope.host.set_at["remote_ip_proxies"] = inv.where
+
+    return store
+
+
+def proxy_protocol_exceptions(scope: Scope, inv: Invocation, value: Any) -> None:
+    known = scope.host.settings.get("proxy_protocol_exceptions", ())
+    scope.host.settings["proxy_protocol_exceptions"] = (*known, *value)  # type: ignore[misc]
+    scope.host.set_at["proxy_protocol_exceptions"] = inv.where

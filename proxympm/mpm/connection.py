@@ -1,7 +1,7 @@
 """A client connection and its states, named after httpd's event MPM.
 
 Ownership: a connection is owned by exactly one thread at a time. The listener
-owns it while it waits on the network (HANDSHAKE, READ_HEAD, READ_BODY,
+owns it while it waits on the network (PROXY_HEADER, HANDSHAKE, READ_HEAD, READ_BODY,
 KEEPALIVE, WRITE_COMPLETION, LINGER, TUNNEL); a worker owns it from the moment it is taken
 off the worker queue until it hands it back (PROCESSING). Ownership moves with
 the hand-off itself (queue put, or epoll re-arm), so no field needs a lock.
@@ -23,6 +23,8 @@ from proxympm.config.model import HostConfig, ReadStage
 from proxympm.http.body import BodyDecoder
 from proxympm.http.errors import ClientGone
 from proxympm.http.request import Request, RequestReader
+from proxympm.proxy.client_address import ClientAddress
+from proxympm.proxy.header_rules import Applied, RuleEnv
 from proxympm.proxy.spool import BodyFile, Spool
 
 
@@ -36,6 +38,7 @@ class State(IntEnum):
     LINGER = 7  # after shutdown(SHUT_WR), draining until EOF or a short deadline
     CLOSED = 8
     TUNNEL = 9  # upgraded (101), or a streamed body: relayed by the listener (tunnel.py)
+    PROXY_HEADER = 10  # waiting for a PROXY protocol header (RemoteIPProxyProtocol)
 
 
 class Connection:
@@ -44,6 +47,10 @@ class Connection:
         "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
         "bytes_in", "registered", "read_deadline", "stage_start", "stage_bytes", "stage",
         "spool", "body_file", "buffer_body",
+        # per request, set by the worker: believed client address (mod_remoteip),
+        # the Header rules that apply, and when the request started
+        "client_addr", "rules", "started", "keep_proto",
+        "pending_tls",  # the TLS context to use once a PROXY header has been read
     )
 
     def __init__(self, sock: socket.socket, peer: tuple[str, int], local: tuple[str, int],
@@ -74,6 +81,21 @@ class Connection:
         self.stage_start = 0.0
         self.stage_bytes = 0
         self.stage: ReadStage | None = None
+        self.client_addr: ClientAddress | None = None  # None: the peer, nothing else
+        self.rules: Applied | None = None
+        self.started = 0.0
+        self.keep_proto = False
+        self.pending_tls: ssl.SSLContext | None = None
+
+    @property
+    def client_ip(self) -> str:
+        """The address the current request is believed to come from (mod_remoteip's
+        useragent_ip): what %a logs and what address checks should use."""
+        found = self.client_addr
+        return found.ip if found is not None else self.peer[0]
+
+    def rule_env(self) -> RuleEnv:
+        return RuleEnv(self.tls, self.client_ip, self.started)
 
     def set_state(self, state: State) -> int:
         self.state = state

@@ -1,6 +1,7 @@
 """The listener thread: one per child, the only thread that waits on the network.
 
-It owns the listening sockets and every connection that is waiting: TLS
+It owns the listening sockets and every connection that is waiting: PROXY
+protocol headers (RemoteIPProxyProtocol, read before anything else), TLS
 handshakes, half-read request heads (and small bodies being buffered), idle
 keep-alive connections, response tails in write completion, and lingering
 closes. Workers only ever receive connections with a complete request head.
@@ -34,12 +35,15 @@ from collections.abc import Callable
 
 from proxympm.config.model import HostConfig, Listen, ReadStage, ServerConfig
 from proxympm.http.errors import HTTPError
+from proxympm.http.proxy_protocol import parse as parse_proxy_header
 from proxympm.http.request import Limits, RequestReader
 from proxympm.http.serialize import error_response
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.poller import READ, WRITE, Poller, SelectorPoller, make_poller
+from proxympm.mpm.proxy_header import ProxyHeaderError, excepted, read_header
 from proxympm.mpm.timeouts import DeadlineHeap, TimeoutQueue
 from proxympm.mpm.tunnel import Tunnels
+from proxympm.proxy.header_rules import host_error_headers
 
 RECV_SIZE = 65536
 ACCEPT_BATCH = 64
@@ -99,7 +103,8 @@ class Listener:
         self.factor = config.async_request_worker_factor
         self.thread = threading.Thread(target=self.run, name="listener", daemon=True)
         # RequestReadTimeout: handshake, head and body deadlines (they move with MinRate).
-        self.reading = DeadlineHeap((State.HANDSHAKE, State.READ_HEAD, State.READ_BODY))
+        self.reading = DeadlineHeap((State.HANDSHAKE, State.READ_HEAD, State.READ_BODY,
+                                     State.PROXY_HEADER))
         # Write completion: Timeout per wait for the client, moved on every progress.
         self.writing = DeadlineHeap((State.WRITE_COMPLETION,))
         self.linger_q = TimeoutQueue(LINGER_TIMEOUT, State.LINGER)
@@ -258,17 +263,57 @@ class Listener:
             conn = Connection(sock, peer[:2], local, RequestReader(self.limits_for(host)),
                               host, tls=ctx is not None)
             self.conns[conn.fd] = conn
-            if ctx is not None:
-                conn.sock = ctx.wrap_socket(sock, server_side=True,
-                                            do_handshake_on_connect=False)
+            if spec.proxy_protocol and not (spec.proxy_exceptions
+                                            and excepted(spec.proxy_exceptions, peer[0])):
+                self._await_proxy_header(conn, ctx)
+            else:
+                self._start(conn, ctx)
+
+    def _start(self, conn: Connection, ctx: ssl.SSLContext | None) -> None:
+        """A new connection (its PROXY header read, if any): TLS handshake or request."""
+        host = conn.host_cfg
+        if ctx is not None:
+            conn.sock = ctx.wrap_socket(conn.sock, server_side=True,
+                                        do_handshake_on_connect=False)
+            conn.set_state(State.HANDSHAKE)
+            self.arm(conn, READ)
+            stage = host.read_timeout.handshake
+            conn.stage = None
+            conn.read_deadline = time.monotonic() + (stage.timeout or host.timeout)
+            self.reading.push(conn)
+            return
+        self.enter_read_head(conn)
+        self._read(conn)
+
+    # -- PROXY protocol (RemoteIPProxyProtocol) -------------------------------------
+
+    def _await_proxy_header(self, conn: Connection, ctx: ssl.SSLContext | None) -> None:
+        conn.pending_tls = ctx
+        conn.set_state(State.PROXY_HEADER)
+        conn.stage = None
+        stage = conn.host_cfg.read_timeout.header
+        conn.read_deadline = time.monotonic() + (stage.timeout or conn.host_cfg.timeout)
+        self.reading.push(conn)
+        self._proxy_header(conn)
+
+    def _proxy_header(self, conn: Connection) -> None:
+        try:
+            header = read_header(conn.sock, conn.inbuf)
+            if header is None:
                 self.arm(conn, READ)
-                stage = host.read_timeout.handshake
-                conn.stage = None
-                conn.read_deadline = time.monotonic() + (stage.timeout or host.timeout)
-                self.reading.push(conn)
-                continue
-            self.enter_read_head(conn)
-            self._read(conn)
+                return
+            source = parse_proxy_header(header)
+        except (ProxyHeaderError, OSError) as exc:
+            quiet = isinstance(exc, ConnectionError) and not conn.inbuf  # a port probe
+            (self.log.info if quiet else self.log.error)(
+                "remoteip", f"AH03507: RemoteIPProxyProtocol: {exc}; closing the "
+                "connection", conn.peer)
+            self.close(conn)
+            return
+        if source is not None:
+            conn.peer = source
+        ctx, conn.pending_tls = conn.pending_tls, None
+        self._start(conn, ctx)
 
     # -- connection events ---------------------------------------------------------
 
@@ -287,6 +332,8 @@ class Listener:
             self._linger_read(conn)
         elif state == State.TUNNEL:
             self.tunnels.on_event(conn.fd)
+        elif state == State.PROXY_HEADER:
+            self._proxy_header(conn)
         # PROCESSING: a HUP/ERR while a worker owns it; the worker will see it.
 
     def _handshake(self, conn: Connection) -> None:
@@ -400,7 +447,8 @@ class Listener:
     def reject(self, conn: Connection, exc: HTTPError) -> None:
         """Answer a request error ourselves, then close (lingering)."""
         self.log_error(exc, conn)
-        conn.out = error_response(exc.status, close=True)
+        conn.out = error_response(exc.status, close=True, extra=host_error_headers(
+            conn.host_cfg, conn.tls, conn.peer[0]))
         conn.request = None
         conn.set_state(State.PROCESSING)  # leaves any read timeout queue
         self.start_write(conn, then_close=True)
@@ -531,6 +579,10 @@ class Listener:
                 self.reject(conn, HTTPError(408, "request body read timeout"))
             elif conn.state == State.READ_HEAD and (conn.reader.started or conn.inbuf):
                 self.reject(conn, HTTPError(408, "request header read timeout"))
+            elif conn.state == State.PROXY_HEADER:
+                self.log.error("remoteip", "AH03507: RemoteIPProxyProtocol: no complete "
+                               "PROXY header in time; closing the connection", conn.peer)
+                self.close(conn)
             else:  # nothing of a request yet, or a TLS handshake: close without a word
                 self.log.info("core", "AH01382: request read timeout before any byte",
                               conn.peer)

@@ -24,6 +24,8 @@ from proxympm.http.serialize import error_response
 from proxympm.log import AccessLog, AccessRecord, ErrorLog
 from proxympm.mpm.connection import Connection
 from proxympm.mpm.listener import Listener
+from proxympm.proxy import header_rules
+from proxympm.proxy.client_address import believe
 from proxympm.proxy.exchange import Exchange, Outcome
 from proxympm.proxy.routing import HostTable, Router
 
@@ -84,6 +86,19 @@ class Worker:
         start = time.time()
         host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
         conn.requests += 1
+        conn.started = start
+        conn.client_addr = (believe(host, conn.peer, req)
+                            if host.remote_ip_header or host.add_forwarded else None)
+        conn.rules = rules = header_rules.select(host, req.path)
+        conn.keep_proto = False
+        if rules is not None and rules.request:
+            headers, named = header_rules.apply_request(rules.request, req, conn.rule_env(),
+                                                        req.headers)
+            req.headers = headers
+            req.lnames = [name.lower() for name, _ in headers]
+            conn.keep_proto = b"x-forwarded-proto" in named
+        found = conn.client_addr
+        client = (found.ip, found.port) if found is not None else conn.peer
         keepalive = (
             host.keepalive
             and req.keep_alive
@@ -104,15 +119,18 @@ class Worker:
                     upstream_path = b"*"
                 assert route.target is not None
                 out = self.exchange.forward(
-                    conn, conn.peer, req, body, conn.body_parts, conn.body_file, host,
+                    conn, client, req, body, conn.body_parts, conn.body_file, host,
                     route.target, route.params, upstream_path, keepalive,
                 )
         close = not out.client_keepalive or not keepalive
         if out.error:
             out.status = out.error
             close = close or out.error in DROPS_CONNECTION or not body.done
-            conn.out = error_response(out.error, close=close, head_only=req.method == b"HEAD")
-            out.headers = []
+            extra = (header_rules.error_headers(rules.always, conn.rule_env(), req.headers)
+                     if rules is not None and rules.always else None)
+            conn.out = error_response(out.error, close=close, extra=extra,
+                                      head_only=req.method == b"HEAD")
+            out.headers = extra or []
         elif out.aborted:
             self._access(conn, host, out, start, "X")
             self.listener.close(conn)
@@ -144,7 +162,7 @@ class Worker:
         req = conn.request
         assert req is not None
         rec = AccessRecord(
-            remote_addr=conn.peer[0], remote_port=conn.peer[1],
+            remote_addr=conn.client_ip, remote_port=conn.peer[1], peer_addr=conn.peer[0],
             local_addr=conn.local[0], local_port=conn.local[1],
             method=req.method, target=req.target, version=b"HTTP/" + req.version,
             request_line=req.request_line, status=out.status, body_bytes=out.body_bytes,
@@ -172,7 +190,7 @@ def log_request_error(logs: dict[int, list[AccessLog]], error_log: ErrorLog,
     host = conn.host_cfg
     for log in logs.get(id(host), ()):
         rec = AccessRecord(
-            remote_addr=conn.peer[0], remote_port=conn.peer[1],
+            remote_addr=conn.peer[0], remote_port=conn.peer[1], peer_addr=conn.peer[0],
             local_addr=conn.local[0], local_port=conn.local[1],
             request_line=b"-", status=exc.status, start=time.time(),
             server_name=host.server_name or "", server_port=conn.local[1], conn_status="-",

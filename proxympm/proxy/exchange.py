@@ -35,11 +35,13 @@ from typing import Protocol
 from proxympm.config.model import HostConfig, WorkerParams
 from proxympm.http.body import BodyDecoder
 from proxympm.http.errors import HTTPError
+from proxympm.http.proxy_protocol import build_v1, build_v2
 from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response, read_response_head
 from proxympm.http.serialize import HeaderInjection, error_response
 from proxympm.proxy import upstream
 from proxympm.proxy.balancer import Balancer, Member, Verdict
+from proxympm.proxy.header_rules import error_headers
 from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.pool import BackendState, Pool, Upstream
 from proxympm.proxy.relay import RelayError, ResponseRelay, StreamSpec
@@ -187,7 +189,7 @@ class Exchange:
                 else:
                     self.log.error("proxy", f"AH00940: {balancer.name}: no member free within "
                                    f"the balancer timeout ({settings.timeout:g}s)", peer)
-                return self._unavailable(req, body, balancer.name, got)
+                return self._unavailable(client, req, body, balancer.name, got)
             member = got
             tries += 1
             try:
@@ -211,22 +213,25 @@ class Exchange:
             if out.error == 503:
                 verdict = balancer.state(excluded)
                 if verdict is not None:
-                    return self._unavailable(req, body, balancer.name, verdict)
+                    return self._unavailable(client, req, body, balancer.name, verdict)
             return out
 
-    def _unavailable(self, req: Request, body: BodyDecoder, backend: str,
+    def _unavailable(self, client: ClientSide, req: Request, body: BodyDecoder, backend: str,
                      verdict: Verdict) -> Outcome:
         """503 with Retry-After, written by us (the worker's error path has no
         extra headers); the connection closes, as after any 503 (httpd)."""
         head_only = req.method == b"HEAD"
         extra = [(b"Retry-After", b"%d" % verdict.retry_after)]
+        rules = getattr(client, "rules", None)
+        if rules is not None and rules.always:
+            extra += error_headers(rules.always, client.rule_env(), req.headers)
         data = error_response(503, close=True, extra=extra, head_only=head_only)
         head = data if head_only else error_response(503, close=True, extra=extra,
                                                      head_only=True)
         spool = Spool()
         spool.append(data)
         return Outcome(status=503, body_bytes=len(data) - len(head), bytes_out=len(data),
-                       backend=backend, client_keepalive=False, spool=spool)
+                       backend=backend, client_keepalive=False, spool=spool, headers=extra)
 
     def _attempt(self, client: ClientSide, peer: tuple[str, int], req: Request,
                  body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
@@ -271,6 +276,7 @@ class Exchange:
             head = upstream_request_head(
                 req, host_cfg, upstream_path, target.host_header, peer[0], client.tls,
                 self.server_name, body_length if req.has_body else None,
+                getattr(client, "client_addr", None), getattr(client, "keep_proto", False),
             )
         except HeaderInjection as exc:  # a config value that would split the request
             self.log.error("proxy", f"AH01144: refusing to send a request to "
@@ -281,6 +287,8 @@ class Exchange:
                                 target.websocket)
         if switch is not None:
             head = with_upgrade(head, switch)
+        # A PROXY header binds the upstream connection to this client: never pooled.
+        proxy_header = _proxy_header(params.proxyprotocol, client, peer)
         attempts = 0
         while True:
             attempts += 1
@@ -290,11 +298,12 @@ class Exchange:
             flow.upgrade = switch
             try:
                 order = addrs.order()  # this request's address first, then fallbacks
-                if order and not params.disablereuse:
+                if order and not params.disablereuse and proxy_header is None:
                     up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
                 reused = up is not None
                 if up is None:
-                    up = self._connect(target, params, timeout, ctx, sni, order, addrs)
+                    up = self._connect(target, params, timeout, ctx, sni, order, addrs,
+                                       proxy_header)
                 flow.attach(up)
                 flow.send(head, body, body_parts, body_file, buffered, timeout)
                 if flow.relay is None:
@@ -360,7 +369,7 @@ class Exchange:
 
     def _connect(self, target: Target, params: WorkerParams, timeout: float,
                  ctx: ssl.SSLContext | None, sni: str, order: Sequence[Endpoint],
-                 addrs: AddressSet) -> Upstream:
+                 addrs: AddressSet, proxy_header: bytes | None = None) -> Upstream:
         """A new connection: the first address of ``order`` that accepts one (an
         address that refuses is skipped by the rotation for ``retry`` seconds)."""
         ctimeout = params.connectiontimeout or timeout
@@ -378,6 +387,13 @@ class Exchange:
                 continue
             if params.keepalive:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if proxy_header is not None:  # before TLS: the peer reads it off the raw socket
+                try:
+                    upstream.send_duplex(sock, proxy_header, ctimeout, lambda: None)
+                except (OSError, TimeoutError) as exc:
+                    sock.close()
+                    raise UpstreamFailure("connect", f"sending the PROXY header: {exc}",
+                                          timeout=isinstance(exc, TimeoutError)) from None
             if ctx is not None:
                 try:
                     sock = upstream.handshake(sock, ctx, sni, ctimeout)
@@ -620,7 +636,7 @@ class _Flow:
             raise
         reusable = (self.upload_complete and not self.upstream_closed and not self.buf
                     and self.relay_resp is not None and self.relay_resp.keep_alive
-                    and not params.disablereuse)
+                    and not params.disablereuse and not params.proxyprotocol)
         if reusable:
             self.ex.pool.release(state, up, self.addrs.listed if self.addrs else None)
         else:
@@ -678,6 +694,16 @@ class ClientBodyError(HTTPError):
 
 class _StopSending(Exception):
     """The upstream answered and closed or reset: stop the upload, relay the answer."""
+
+
+def _proxy_header(version: str, client: ClientSide, peer: tuple[str, int]) -> bytes | None:
+    """``proxyprotocol=v1|v2``: the believed client as source, the address the client
+    connected to as destination."""
+    if not version:
+        return None
+    local = getattr(client, "local", None) or ("0.0.0.0", 0)
+    build = build_v2 if version == "v2" else build_v1
+    return build((peer[0], peer[1]), (local[0], local[1]))
 
 
 def _chunk(data: bytes) -> bytes:

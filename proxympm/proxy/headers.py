@@ -17,6 +17,7 @@ from proxympm.http.grammar import FORBIDDEN_IN_VALUE
 from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response
 from proxympm.http.serialize import HeaderInjection, check_value
+from proxympm.proxy.client_address import ClientAddress, forwarded_value
 
 # RFC 9110 7.6.1 plus what mod_proxy strips (ap_proxy_create_hdrbrgd); the framing
 # fields are ours to set, Expect is answered by proxympm itself.
@@ -32,7 +33,7 @@ _RESPONSE_DROP = frozenset(
         b"transfer-encoding", b"upgrade", b"content-length",
     }
 )
-_REQUEST_SPECIAL = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"via"})
+_REQUEST_SPECIAL = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"via", b"forwarded"})
 _LOCATION_FIELDS = frozenset({b"location", b"content-location", b"uri"})
 SERVER_VERSION = b"proxympm/" + __version__.encode("ascii")
 
@@ -46,8 +47,14 @@ def upstream_request_head(
     tls: bool,
     server_name: bytes,
     body_length: int | None,
+    client: ClientAddress | None = None,
+    keep_proto: bool = False,
 ) -> bytes:
     """The bytes of the request head sent upstream.
+
+    ``client``: for ProxyAddForwarded (who the peer was and whether it is trusted).
+    ``keep_proto``: an X-Forwarded-Proto in ``req`` was set by a RequestHeader rule,
+    so it is the operator's word and is sent instead of ours.
 
     ``body_length`` None with a body means chunked; 0 or a count means
     Content-Length (sent whenever the request has a body, and for methods that
@@ -61,6 +68,8 @@ def upstream_request_head(
     host = req.host if host_cfg.preserve_host and req.host else _config_value(upstream_host)
     out: list[bytes] = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (req.method, upstream_path, host)]
     xff: bytes | None = None
+    forwarded: bytes | None = None
+    add_forwarded = host_cfg.add_forwarded
     via = host_cfg.via
     add_headers = host_cfg.add_headers
     headers = req.headers
@@ -77,15 +86,23 @@ def upstream_request_head(
                 continue
             if lname == b"via" and via == "block":
                 continue
-            if lname == b"x-forwarded-proto" and add_headers:
+            if lname == b"x-forwarded-proto" and add_headers and not keep_proto:
                 continue  # only we know the scheme the client used; never pass a claim on
+            if lname == b"forwarded" and add_forwarded:
+                forwarded = value if forwarded is None else forwarded + b", " + value
+                continue
         out.append(b"%s: %s\r\n" % (name, value))
     if add_headers:
         ip = client_ip.encode("ascii")
         out.append(b"X-Forwarded-For: %s\r\n" % (ip if xff is None else xff + b", " + ip))
         if req.host:  # validated by the HOST grammar
             out.append(b"X-Forwarded-Host: %s\r\n" % req.host)
-        out.append(_forwarded_tail(server_name, tls))
+        out.append(_forwarded_tail(server_name, tls, keep_proto))
+    if add_forwarded:
+        if client is None:
+            client = ClientAddress(client_ip, 0, (client_ip, 0), False)
+        out.append(b"Forwarded: %s\r\n" % check_value(
+            forwarded_value(client, req.host, tls, forwarded)))
     if via in ("on", "full"):
         out.append(b"Via: %s\r\n" % _config_value(_via_value(req.version, server_name, via)))
     if req.has_body:
@@ -100,16 +117,17 @@ def upstream_request_head(
 
 
 _CHECKED: set[bytes] = set()  # configuration-made values that passed check_value
-_TAILS: dict[tuple[bytes, bool], bytes] = {}
+_TAILS: dict[tuple[bytes, bool, bool], bytes] = {}
 
 
-def _forwarded_tail(server_name: bytes, tls: bool) -> bytes:
+def _forwarded_tail(server_name: bytes, tls: bool, keep_proto: bool = False) -> bytes:
     """X-Forwarded-Server and X-Forwarded-Proto, built and checked once per name."""
-    key = (server_name, tls)
+    key = (server_name, tls, keep_proto)
     tail = _TAILS.get(key)
     if tail is None:
-        tail = b"X-Forwarded-Server: %s\r\nX-Forwarded-Proto: %s\r\n" % (
-            check_value(server_name), b"https" if tls else b"http")
+        tail = b"X-Forwarded-Server: %s\r\n" % check_value(server_name)
+        if not keep_proto:
+            tail += b"X-Forwarded-Proto: %s\r\n" % (b"https" if tls else b"http")
         if len(_TAILS) < 1024:
             _TAILS[key] = tail
     return tail

@@ -23,6 +23,7 @@ from proxympm.http.errors import ClientGone, HTTPError
 from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response, response_body
 from proxympm.http.serialize import join_head, status_line
+from proxympm.proxy.header_rules import apply_response
 from proxympm.proxy.headers import client_response_headers
 from proxympm.proxy.spool import Spool
 
@@ -69,6 +70,10 @@ class ResponseRelay:
         self.rechunk = req.version == b"1.1" and not sized
         headers: Headers = client_response_headers(
             resp, host_cfg, host_cfg.reverse_rules, client_base, server_name)
+        rules = getattr(client, "rules", None)
+        if rules is not None and (rules.response or rules.always):
+            headers = apply_response(rules, headers, req.headers,
+                                     client.rule_env())  # type: ignore[attr-defined]
         if isinstance(self.decoder, LengthBody) or (
                 req.method == b"HEAD" and resp.content_length is not None):
             headers.append((b"Content-Length", b"%d" % (resp.content_length or 0)))

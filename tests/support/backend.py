@@ -27,6 +27,7 @@ said otherwise):
 ``/truncated``         a response head cut in the middle, then closes
 ``/half``              ``Content-Length: 1000``, 500 bytes, then closes
 ``/hopbyhop``          a response carrying hop-by-hop and Connection-listed headers
+``/respond/CODE?N=v``   that status with the fields of the query string (``N: v``)
 ``/_stats``            JSON of the counters (counts as a request itself)
 anything else          echo JSON: backend name, pid, method, target, headers,
                        body length and sha256 (so ``/upload`` answers an upload hash)
@@ -556,6 +557,12 @@ class Backend:
                 ("Keep-Alive", "timeout=77, max=77"),
                 ("X-Kept", "yes"),
             ])
+        elif name == "respond":
+            # /respond/STATUS?Name=value&...: answer with these response fields
+            from urllib.parse import parse_qsl
+
+            fields = parse_qsl(req.target.partition("?")[2], keep_blank_values=True)
+            conn.send(int(arg) if arg.isdigit() else 200, b"respond\n", fields)
         elif name == "_stats":
             conn.send_json(self.stats())
         else:

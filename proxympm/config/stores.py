@@ -6,13 +6,12 @@ store returns the scope its children are read in.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from proxympm.config.converters import Invocation
 from proxympm.config.declaration import Store
 from proxympm.config.errors import DirectiveError
-from proxympm.config.model import ReadStage, ReadTimeouts
+from proxympm.config.model import ReadStage
 from proxympm.config.scope import (
     Context,
     HostScope,
@@ -203,8 +202,8 @@ def location(scope: Scope, inv: Invocation, value: Any) -> Scope:
 
 
 def read_timeout(scope: Scope, inv: Invocation, value: Any) -> None:
-    """RequestReadTimeout: the stages named replace those of the current value."""
-    current = scope.host.settings.get("read_timeout") or ReadTimeouts()
-    changes = {name: ReadStage(*stage) for name, stage in value.items()}
-    scope.host.settings["read_timeout"] = dataclasses.replace(current, **changes)
+    """RequestReadTimeout: the stages named replace those set before; the stages a
+    vhost does not name come from the main server (loader), as mod_reqtimeout merges."""
+    stages = scope.host.settings.setdefault("read_timeout", {})
+    stages.update({name: ReadStage(*stage) for name, stage in value.items()})
     scope.host.set_at["read_timeout"] = inv.where

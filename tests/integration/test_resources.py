@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 import requests
 
 from tests.support import procs
@@ -57,6 +58,7 @@ ProxyPass "/" "http://127.0.0.1:{b}/"
 """
 
 
+@pytest.mark.timeout(300)
 def test_10000_idle_keepalive_connections_cost_little_and_are_given_back(
     proxympm: ProxyFactory, backend: Backend
 ) -> None:
@@ -272,6 +274,7 @@ def _footprint(pids: list[int]) -> dict[int, tuple[int, int, int]]:
             for pid in pids}
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 150)
 def test_soak_mixed_traffic_with_aborts_leaks_nothing(
     proxympm: ProxyFactory, backend: Backend, gunicorn_server
 ) -> None:

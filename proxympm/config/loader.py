@@ -175,6 +175,8 @@ def _build_host(
     """Freeze one host; a vhost (``main`` given) takes unset values from ``main``."""
     base = main or HostConfig(error_log=os.path.join(root, DEFAULT_ERROR_LOG))
     inherited = {f: scope.settings.get(f, getattr(base, f)) for f in _INHERITED}
+    stages = scope.settings.get("read_timeout")  # only the stages this host names
+    inherited["read_timeout"] = dataclasses.replace(base.read_timeout, **stages or {})
     return HostConfig(
         server_aliases=tuple(scope.aliases),
         routes=_routes(scope, main_scope),

@@ -6,7 +6,6 @@ store returns the scope its children are read in.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from proxympm.config.converters import Invocation
@@ -16,7 +15,6 @@ from proxympm.config.model import (
     DEFAULT_DNS_TTL_CEILING,
     DEFAULT_DNS_TTL_FLOOR,
     ReadStage,
-    ReadTimeouts,
 )
 from proxympm.config.scope import (
     Context,
@@ -223,10 +221,10 @@ def location(scope: Scope, inv: Invocation, value: Any) -> Scope:
 
 
 def read_timeout(scope: Scope, inv: Invocation, value: Any) -> None:
-    """RequestReadTimeout: the stages named replace those of the current value."""
-    current = scope.host.settings.get("read_timeout") or ReadTimeouts()
-    changes = {name: ReadStage(*stage) for name, stage in value.items()}
-    scope.host.settings["read_timeout"] = dataclasses.replace(current, **changes)
+    """RequestReadTimeout: the stages named replace those set before; the stages a
+    vhost does not name come from the main server (loader), as mod_reqtimeout merges."""
+    stages = scope.host.settings.setdefault("read_timeout", {})
+    stages.update({name: ReadStage(*stage) for name, stage in value.items()})
     scope.host.set_at["read_timeout"] = inv.where
 
 

@@ -58,3 +58,24 @@ def test_heap_repushes_a_moved_deadline_and_expires_the_rest() -> None:
     assert heap.next_deadline() == 25.0
     assert heap.expired(25.0) == [trickling]
     assert heap.next_deadline() is None
+
+
+def test_heap_sheds_stale_entries_so_keepalive_traffic_cannot_grow_it() -> None:
+    """Each keep-alive request pushes a read deadline that goes stale at once; the
+    heap must not keep them (and their connections) until the deadlines pass."""
+    heap = DeadlineHeap((State.READ_HEAD,))
+    waiting = [conn() for _ in range(10)]  # really waiting for a head: must survive
+    for i, c in enumerate(waiting):
+        c.start_stage(ReadStage(20, 40, 500), now=float(i))
+        heap.push(c)
+    busy = conn()
+    for n in range(50_000):  # one connection serving 50,000 requests in a row
+        busy.set_state(State.READ_HEAD)
+        busy.start_stage(ReadStage(20, 40, 500), now=100.0 + n * 1e-4)
+        heap.push(busy)
+        busy.set_state(State.PROCESSING)  # the head was complete: entry now stale
+    assert len(heap) <= 2 * 11 + DeadlineHeap.COMPACT_MIN
+    assert heap.expired(25.0) == waiting[:6]  # deadlines 20..25, in order
+    assert heap.next_deadline() == 26.0
+    assert heap.expired(1000.0) == waiting[6:]
+    assert heap.next_deadline() is None

@@ -37,6 +37,23 @@ def test_a_range_without_minrate_uses_the_default_rate(tmp_path: Path) -> None:
     assert rt.body == ReadStage(10, 30, 500)
 
 
+def test_a_vhost_takes_the_stages_it_does_not_name_from_the_main_server(
+    tmp_path: Path,
+) -> None:
+    # The vhost comes first in the file: merging happens after reading, as httpd's does.
+    cfg = load_config(str(conf(tmp_path, (
+        "<VirtualHost 127.0.0.1:18999>\n"
+        "ServerName v.example\n"
+        "RequestReadTimeout header=7\n"
+        "</VirtualHost>\n"
+        "RequestReadTimeout body=9-19,MinRate=900 header=5-10\n"))))
+    assert cfg.main.read_timeout.header == ReadStage(5, 10, 500)
+    rt = cfg.vhosts[0].host.read_timeout
+    assert rt.header == ReadStage(7, 0, 0)  # a fixed timeout: no MinRate
+    assert rt.body == ReadStage(9, 19, 900)  # the main server's, not the default
+    assert rt.handshake == ReadStage(0, 0, 0)
+
+
 @pytest.mark.parametrize("arg", ["header=abc", "head=5", "header=10-5", "header=5,MinRate=x"])
 def test_bad_arguments_name_the_line(tmp_path: Path, arg: str) -> None:
     with pytest.raises(ConfigError) as exc:

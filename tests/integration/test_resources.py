@@ -256,17 +256,23 @@ class _Soak:
     def _host(self) -> str:
         return f"127.0.0.1:{self.proxy.port}"
 
-    def drive(self, clients: int, seconds: float) -> None:
+    def drive(self, clients: int, seconds: float,
+              watch: list[int] | tuple[int, ...] = (), samples: int = 10) -> list[list[int]]:
+        """Run ``clients`` for ``seconds``; RSS of the ``watch`` pids at each tenth."""
         self.stop.clear()
         threads = [threading.Thread(target=self.run, args=(self.rng.getrandbits(32),))
                    for _ in range(clients)]
         for t in threads:
             t.start()
-        time.sleep(seconds)
+        curve = []
+        for _ in range(samples):
+            time.sleep(seconds / samples)
+            curve.append([procs.rss_kib(pid) or 0 for pid in watch])
         self.stop.set()
         for t in threads:
             t.join(60)
             assert not t.is_alive(), "a soak client is stuck"
+        return curve
 
 
 def _footprint(pids: list[int]) -> dict[int, tuple[int, int, int]]:
@@ -289,10 +295,10 @@ def test_soak_mixed_traffic_with_aborts_leaks_nothing(
     soak.drive(clients=8, seconds=min(5.0, SOAK_SECONDS / 4))  # warm every path
     time.sleep(1.0)
     before = _footprint(children)
-    warm_outcomes = sum(soak.outcomes.values())
+    warm_outcomes: int = sum(soak.outcomes.values())
 
     t0 = time.monotonic()
-    soak.drive(clients=12, seconds=SOAK_SECONDS)
+    curve = soak.drive(clients=12, seconds=SOAK_SECONDS, watch=children)
     elapsed = time.monotonic() - t0
 
     assert sorted(proxy.children()) == sorted(children), "a child died or was replaced"
@@ -304,6 +310,7 @@ def test_soak_mixed_traffic_with_aborts_leaks_nothing(
         print(f"child {pid}: fds {before[pid][0]} -> {after[pid][0]}, threads "
               f"{before[pid][1]} -> {after[pid][1]}, RSS {before[pid][2]} -> {after[pid][2]} KiB")
 
+    print("RSS KiB per tenth of the run:", [list(c) for c in zip(*curve, strict=True)])
     assert not soak.errors, f"{len(soak.errors)} failed: {soak.errors[:10]}"
     assert total > 100
     for pid in children:

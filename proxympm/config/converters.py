@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from proxympm.config.errors import DirectiveError
 from proxympm.config.model import (
+    Access,
     BalancerMember,
     Listen,
     ProxyRoute,
@@ -851,6 +852,66 @@ def location(inv: Invocation) -> str:
     if len(inv.args) > 1:
         raise DirectiveError("<Location> takes one argument")
     return inv.args[0]
+
+
+HANDLERS = ("server-status", "metrics")
+
+
+def set_handler(inv: Invocation) -> str:
+    """``SetHandler server-status|metrics`` (mod_status; proxympm's Prometheus text)."""
+    name = inv.args[0].lower()
+    if name not in HANDLERS:
+        raise DirectiveError(f"SetHandler {inv.args[0]}: proxympm has only the handlers "
+                             + " and ".join(HANDLERS))
+    if inv.location is None:
+        raise DirectiveError("SetHandler is only allowed inside <Location>")
+    _location_path(inv)
+    return name
+
+
+_AUTHZ_OTHERS = ("user", "group", "valid-user", "host", "env", "expr", "method",
+                 "forward-dns", "file-owner", "file-group")
+
+
+def require(inv: Invocation) -> Access:
+    """``Require all granted|denied``, ``Require local``, ``Require ip addr ...``
+    (mod_authz_core / mod_authz_host)."""
+    args = inv.args
+    provider = args[0].lower()
+    if provider == "not":
+        raise DirectiveError("negative Require directive has no effect in <RequireAny> "
+                             "directive")
+    if provider == "all":
+        if len(args) != 2 or args[1].lower() not in ("granted", "denied"):
+            raise DirectiveError("Require all takes 'granted' or 'denied'")
+        return Access(all_granted=args[1].lower() == "granted", where=inv.where)
+    if provider == "local":
+        if len(args) != 1:
+            raise DirectiveError("Require local does not take an argument")
+        return Access(local=True, where=inv.where)
+    if provider == "ip":
+        if len(args) < 2:
+            raise DirectiveError("Require ip needs at least one address")
+        return Access(networks=tuple(_ip_network(w) for w in args[1:]), where=inv.where)
+    if provider in _AUTHZ_OTHERS:
+        raise DirectiveError(f"Require {args[0]} is not supported by proxympm (only all, "
+                             "local and ip)")
+    raise DirectiveError(f"Unknown Authz provider: {args[0]}")
+
+
+def _ip_network(word: str) -> str:
+    """mod_authz_host's address forms: a full or partial IPv4 address (``10.1``), an
+    address with a CIDR length or a netmask, an IPv6 address with a length."""
+    try:
+        if "/" not in word and ":" not in word and word.count(".") < 3:
+            octets = [o for o in word.split(".") if o != ""]
+            if not octets or len(octets) > 3 or not all(o.isdigit() for o in octets):
+                raise ValueError
+            full = ".".join(octets + ["0"] * (4 - len(octets)))
+            return str(ipaddress.ip_network(f"{full}/{8 * len(octets)}", strict=False))
+        return str(ipaddress.ip_network(word, strict=False))
+    except ValueError:
+        raise DirectiveError(f"ip address '{word}' appears to be invalid") from None
 
 
 _STAGE = re.compile(r"(?i)(handshake|header|body)=(\d+)(?:-(\d+))?(?:,minrate=(\d+))?")

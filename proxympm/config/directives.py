@@ -132,11 +132,49 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "Location", VHOST, TAKE12, cv.location, st.location,
         syntax="<Location URL-path> ... </Location>", default=None, section=True,
         doc="Holds a `ProxyPass` and `ProxyPassReverse` for one URL path, given without the "
-        "path. Location rules are tried before the server's ProxyPass rules; when several "
-        "Locations match, the last one in the configuration wins, as httpd merges them.",
-        compat="Only ProxyPass and ProxyPassReverse are allowed inside. `<Location ~ regex>` "
-        "and `<LocationMatch>` are not supported.",
+        "path, or a `SetHandler` (server-status, metrics); `Require` lines control who may "
+        "use either. Location rules are tried before the server's ProxyPass rules (a "
+        "handler before any ProxyPass); when several Locations match, the last one in the "
+        "configuration wins, as httpd merges them. The main server's Locations apply in "
+        "every virtual host too.",
+        compat="Only ProxyPass, ProxyPassReverse, SetHandler and Require are allowed "
+        "inside. The path matches on whole segments (`/server-status` does not match "
+        "`/server-statusx`, where httpd's plain prefix would). `<Location ~ regex>` and "
+        "`<LocationMatch>` are not supported.",
     ),
+    Declaration(
+        "SetHandler", Context.LOCATION, TAKE1, cv.set_handler, st.set_handler,
+        module="core", syntax="SetHandler server-status|metrics", default=None,
+        doc="Answers requests for the `<Location>` with a page proxympm makes itself. "
+        "`server-status`: mod_status's page for the event MPM (HTML; `?auto` machine "
+        "readable as mod_status has it; `?refresh=N` reloads every N seconds; `?notable` "
+        "leaves out the per-worker table; `?prometheus` the Prometheus text below). "
+        "`metrics`: the Prometheus text exposition format (version 0.0.4) of the whole "
+        "server: per backend requests, errors, responses by class, latency histogram, in "
+        "flight, balancer queue, pooled connections (idle, new, reused); per process "
+        "connections by state, busy and idle workers; totals. Usually "
+        '`<Location "/metrics">`. Only GET and HEAD are answered (405 otherwise).',
+        compat="`SetHandler` is only allowed in `<Location>`, with these two handlers. A "
+        "Location's handler wins over a ProxyPass for the same path (no "
+        "`ProxyPass /server-status !` needed). `ExtendedStatus` is always on.",
+        usage="a handler name that overrides any other configured handler",
+    ),  # fmt: skip
+    Declaration(
+        "Require", Context.LOCATION, ITERATE, cv.require, st.require,
+        module="mod_authz_host", syntax="Require all granted|all denied|local|ip addr ...",
+        default=None,
+        doc="Who may use the `<Location>`'s handler or ProxyPass (others get 403): "
+        "`all granted`, `all denied`, `local` (loopback addresses, or the client's address "
+        "equal to the server's), `ip` followed by addresses: full or partial IPv4 "
+        "(`10.1`), `addr/len` (CIDR) or `addr/netmask`, IPv6 `addr/len`. Several Require "
+        "lines are an implicit `<RequireAny>`: one that grants is enough. Without any, "
+        "everyone is let in (as httpd); proxympm warns for a server-status or metrics "
+        "Location left open.",
+        compat="Only the `all`, `local` and `ip` providers, without `not`, and no "
+        "`<RequireAll>`/`<RequireAny>` sections. A Location holding Require but neither "
+        "SetHandler nor ProxyPass is an error (it would protect nothing here).",
+        usage="specifies authorization directives which must be met",
+    ),  # fmt: skip
     # -- server identity and processes ------------------------------------
     Declaration(
         "ServerName", VHOST, TAKE1, cv.server_name, st.host("server_name"),

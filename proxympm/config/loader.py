@@ -28,10 +28,12 @@ from proxympm.config.grammar import Node, Reader, Section
 from proxympm.config.model import (
     COMBINED_LOG_FORMAT,
     COMMON_LOG_FORMAT,
+    Access,
     Balancer,
     BalancerSettings,
     CustomLog,
     HeaderRule,
+    HandlerLocation,
     HostConfig,
     Listen,
     ProxyRoute,
@@ -76,6 +78,8 @@ def load_config(
     server = ServerScope(main=HostScope(where=""))
     _walk(tree, Scope(server, server.main, Context.SERVER), root, warnings)
     balancers = _balancers(server)
+    for host_scope in (server.main, *(v.host for v in server.vhosts)):
+        _check_locations(host_scope, warnings)
     main = _build_host(server.main, None, None, root, balancers)
     vhosts = tuple(
         VirtualHost(v.addresses, _build_host(v.host, server.main, main, root, balancers))
@@ -186,6 +190,7 @@ def _build_host(
         custom_logs=_custom_logs(scope, main_scope, main),
         header_rules=(*(main.header_rules if main else ()), *scope.header_rules),
         location_header_rules=_location_header_rules(scope, main_scope),
+        handlers=_handlers(scope, main_scope),
         where=scope.where,
         **inherited,  # type: ignore[arg-type]
     )
@@ -204,7 +209,47 @@ def _location_header_rules(
 def _location_routes(scope: HostScope) -> list[ProxyRoute]:
     # httpd merges matching <Location>s in config order, so the last one wins:
     # tried first-match, they go in reverse.
-    return [loc.route for loc in reversed(scope.locations) if loc.route is not None]
+    return [dataclasses.replace(loc.route, access=_access(loc.require)) if loc.require
+            else loc.route
+            for loc in reversed(scope.locations) if loc.route is not None]
+
+
+def _access(rules: list[Access]) -> Access | None:
+    """Several Require lines: one Access that grants if any of them does."""
+    if not rules:
+        return None
+    return Access(
+        all_granted=any(r.all_granted for r in rules),
+        local=any(r.local for r in rules),
+        networks=tuple(n for r in rules for n in r.networks),
+        where=rules[0].where,
+    )
+
+
+def _handlers(scope: HostScope, main: HostScope | None) -> tuple[HandlerLocation, ...]:
+    """SetHandler Locations in match order: the vhost's, then the main server's, each
+    last-first (httpd merges the main server's Locations into every vhost)."""
+    hosts = [scope] if main is None else [scope, main]
+    return tuple(
+        HandlerLocation(loc.path, loc.handler, _access(loc.require), loc.handler_where)
+        for h in hosts for loc in reversed(h.locations) if loc.handler is not None
+    )
+
+
+def _check_locations(scope: HostScope, warnings: list[str]) -> None:
+    for loc in scope.locations:
+        if loc.handler is not None and loc.route is not None:
+            file, line = _split_where(loc.handler_where)
+            raise ConfigError(f"SetHandler and ProxyPass (at {loc.route.where}) in the same "
+                              f"<Location {loc.path}>: choose one", file, line)
+        if loc.require and loc.handler is None and loc.route is None:
+            file, line = _split_where(loc.require[0].where)
+            raise ConfigError(f"Require in <Location {loc.path}> protects nothing: proxympm "
+                              "applies it to the Location's SetHandler or ProxyPass, and "
+                              "this one has neither", file, line)
+        if loc.handler is not None and not loc.require:
+            warnings.append(f"<Location {loc.path}> (SetHandler {loc.handler}) has no "
+                            f"Require: it is open to every client ({loc.handler_where})")
 
 
 def _routes(scope: HostScope, main: HostScope | None) -> tuple[ProxyRoute, ...]:

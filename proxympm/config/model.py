@@ -102,6 +102,28 @@ class Balancer:
 
 
 @dataclass(frozen=True, slots=True)
+class Access:
+    """The ``Require`` lines of one ``<Location>`` (mod_authz_host), which together
+    are an implicit ``<RequireAny>``: a request is let in if one of them grants."""
+
+    all_granted: bool = False  # Require all granted
+    local: bool = False  # Require local
+    networks: tuple[str, ...] = ()  # Require ip ...: normalized CIDR networks
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerLocation:
+    """``<Location path> SetHandler name [Require ...] </Location>``: a response
+    proxympm makes itself (``server-status``, ``metrics``)."""
+
+    path: str
+    handler: str
+    access: Access | None = None  # None: no Require, open to all (as httpd)
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyRoute:
     """``ProxyPass path url|! [key=value ...]``.
 
@@ -115,6 +137,8 @@ class ProxyRoute:
     where: str = ""
     # balancer:// URL only: balancer keys given on the ProxyPass line, in order
     balancer_settings: tuple[tuple[str, object], ...] = field(default=(), compare=False)
+    # the Require lines of its <Location>, if any (None: no access control)
+    access: Access | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +278,7 @@ class HostConfig:
     proxy_protocol: bool = False  # RemoteIPProxyProtocol
     proxy_protocol_exceptions: tuple[Network, ...] = ()  # RemoteIPProxyProtocolExceptions
     add_forwarded: bool = False  # ProxyAddForwarded: RFC 7239 Forwarded to backends
+    handlers: tuple[HandlerLocation, ...] = ()  # tried before routes, first match wins
     where: str = ""
 
 

@@ -17,6 +17,8 @@ PROVIDED_MODULES: tuple[tuple[str, str], ...] = (
     ("mpm_event_module", "event.c"),
     ("log_config_module", "mod_log_config.c"),
     ("status_module", "mod_status.c"),
+    ("authz_core_module", "mod_authz_core.c"),
+    ("authz_host_module", "mod_authz_host.c"),
     ("headers_module", "mod_headers.c"),
     ("remoteip_module", "mod_remoteip.c"),
     ("reqtimeout_module", "mod_reqtimeout.c"),

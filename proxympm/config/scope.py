@@ -12,7 +12,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from proxympm.config.model import BalancerMember, HeaderRule, Listen, ProxyRoute, ReverseRule
+from proxympm.config.model import (
+    Access,
+    BalancerMember,
+    HeaderRule,
+    Listen,
+    ProxyRoute,
+    ReverseRule,
+)
 
 
 class Context(enum.Flag):
@@ -33,6 +40,9 @@ class LocationScope:
     route: ProxyRoute | None = None
     reverse_rules: list[ReverseRule] = field(default_factory=list)
     header_rules: list[HeaderRule] = field(default_factory=list)  # Header, RequestHeader
+    handler: str | None = None  # SetHandler
+    handler_where: str = ""
+    require: list[Access] = field(default_factory=list)  # one per Require line
 
 
 @dataclass(slots=True)

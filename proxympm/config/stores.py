@@ -220,6 +220,17 @@ def location(scope: Scope, inv: Invocation, value: Any) -> Scope:
     return Scope(scope.server, scope.host, Context.LOCATION, section)
 
 
+def set_handler(scope: Scope, inv: Invocation, value: Any) -> None:
+    assert scope.location is not None
+    scope.location.handler = value
+    scope.location.handler_where = inv.where
+
+
+def require(scope: Scope, inv: Invocation, value: Any) -> None:
+    assert scope.location is not None
+    scope.location.require.append(value)
+
+
 def read_timeout(scope: Scope, inv: Invocation, value: Any) -> None:
     """RequestReadTimeout: the stages named replace those set before; the stages a
     vhost does not name come from the main server (loader), as mod_reqtimeout merges."""

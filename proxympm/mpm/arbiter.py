@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from proxympm.config.model import Listen, ServerConfig
 from proxympm.log import ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm.child import run_child
-from proxympm.mpm.scoreboard import STATE, STOPPING, Scoreboard
+from proxympm.mpm.scoreboard import (
+    G_CONFIG_GENERATION,
+    G_GENERATION,
+    STATE,
+    STOPPING,
+    Scoreboard,
+)
 from proxympm.proxy.routing import HostTable
 from proxympm.tls import TLSMaterial, validate_tls
 
@@ -41,6 +47,7 @@ CHILD_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH}
 CRASH_WINDOW = 2.0  # a child that dies sooner than this after start counts as a crash
 MAX_BACKOFF = 30.0
 MAX_SPAWN_RATE = 32  # children forked per second at most (httpd's MAX_SPAWN_RATE)
+GRACEFUL_HOLD_OFF = 10  # spawning rounds without doubling after a graceful restart
 
 
 @dataclass(slots=True)
@@ -91,9 +98,14 @@ class Arbiter:
         self.next_spawn = 0.0
         # ServerLimit sizes the scoreboard once, for the server's lifetime (as httpd);
         # twice over, so that a whole generation can finish gracefully beside the next.
-        self.scoreboard = Scoreboard(2 * max(1, config.server_limit))
+        self.scoreboard = Scoreboard(2 * max(1, config.server_limit), config.thread_limit)
+        self.scoreboard.set_header(G_CONFIG_GENERATION, 1)
         self.wanted = 0  # children to fork as soon as allowed (start, replacements)
         self.spawn_rate = 1
+        # httpd's hold_off_on_exponential_spawning: after a graceful restart the spawn
+        # rate does not double for this many spawning rounds (the old generation's
+        # exits make idle counts jump about meanwhile)
+        self.hold_off = 0
         self.next_maintenance = 0.0
         self.said_full = False
 
@@ -147,7 +159,8 @@ class Arbiter:
                       slot, self.scoreboard)
         os.close(pod_r)
         os.set_inheritable(pod_w, False)
-        self.scoreboard.claim(slot, pid, self.generation, self.config.threads_per_child)
+        self.scoreboard.claim(slot, pid, self.generation, self.config.threads_per_child,
+                              self.config.threads_per_child)
         self.children[pid] = ChildProc(pid, self.generation, slot, time.monotonic(), pod_w)
 
     def _current(self) -> list[ChildProc]:
@@ -186,6 +199,7 @@ class Arbiter:
         return done
 
     def _start_generation(self) -> None:
+        self.scoreboard.set_header(G_GENERATION, self.generation)
         self.wanted = min(max(1, self.config.start_servers), self._max_active())
         self.spawn_rate = 1
         self.backoff = self.next_spawn = 0.0
@@ -246,7 +260,10 @@ class Arbiter:
                               f"spawning {rate} children, there are around {idle} idle "
                               f"threads, and {len(active)} total children")
             self._spawn_some(rate)
-            self.spawn_rate = min(MAX_SPAWN_RATE, rate * 2)
+            if self.hold_off:
+                self.hold_off -= 1
+            else:
+                self.spawn_rate = min(MAX_SPAWN_RATE, rate * 2)
         else:
             self.spawn_rate = 1
 
@@ -377,6 +394,8 @@ class Arbiter:
         for w in config.warnings:
             self.log.warn("core", w)
         self.config, self.hosts, self.tls = config, hosts, tls
+        self.scoreboard.set_header(G_CONFIG_GENERATION,
+                                   self.scoreboard.header(G_CONFIG_GENERATION) + 1)
         self.log.reopen()
         return True
 
@@ -421,6 +440,7 @@ class Arbiter:
                             # the new generation first: queued clients wait less
                             self.generation += 1
                             self._start_generation()
+                            self.hold_off = GRACEFUL_HOLD_OFF
                             self._signal_children(signal.SIGUSR1, old)
                     elif sig == signal.SIGHUP:
                         self.log.notice("mpm", "AH00494: SIGHUP received.  Attempting to "
@@ -428,6 +448,7 @@ class Arbiter:
                         if self._reload():
                             self._signal_children(signal.SIGTERM)
                             self._wait_children()
+                            self.scoreboard.reset()  # httpd: a restart resets statistics
                             self.generation += 1
                             self._start_generation()
                 self._fill()

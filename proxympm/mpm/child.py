@@ -21,12 +21,13 @@ import time
 from proxympm.config.model import Listen, ServerConfig
 from proxympm.http.request import Limits
 from proxympm.log import AccessLog, ErrorLog, parse_log_level, setup_error_log
-from proxympm.mpm.connection import Connection
+from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.listener import Listener
-from proxympm.mpm.scoreboard import Scoreboard
+from proxympm.mpm.scoreboard import MAX_BACKENDS, Scoreboard
 from proxympm.mpm.worker import Worker, log_request_error
 from proxympm.proxy.balancer import Balancers
 from proxympm.proxy.exchange import Exchange
+from proxympm.proxy.metrics import B_POOL_IDLE, B_QUEUED, BackendStats, member_key
 from proxympm.proxy.pool import Pool
 from proxympm.proxy.resolver import Resolver
 from proxympm.proxy.routing import HostTable, Router
@@ -79,7 +80,8 @@ class Child:
         self.hosts = hosts
         all_hosts = config.all_hosts()
         balancers = Balancers(config.balancers)  # one per child, shared by every host
-        self.routers = {id(h): Router(h.routes, balancers) for h in all_hosts}
+        self.balancers = balancers
+        self.routers = {id(h): Router(h.routes, balancers, h.handlers) for h in all_hosts}
         self.access_logs = self._open_access_logs()
         # Upstream names: resolved by this child's ``dns`` thread, which keeps them
         # fresh in the background; serving starts once the first answers are in (or
@@ -115,12 +117,47 @@ class Child:
             wants_buffering=self._wants_buffering,
         )
         server_name = (config.main.server_name or socket.gethostname()).encode("ascii", "replace")
-        self.exchange = Exchange(pool, resolver, self.error_log, server_name, tls.client)
+        self.stats = self._backend_stats()
+        self.exchange = Exchange(pool, resolver, self.error_log, server_name, tls.client,
+                                 self.stats)
+        status_page = None
+        if scoreboard is not None and any(h.handlers for h in all_hosts):
+            from proxympm.status import StatusPage
+
+            status_page = StatusPage(scoreboard, config, server_name.decode("ascii"))
         self.workers.extend(
             Worker(i, self.work_queue, self.listener, self.exchange, self.hosts, self.routers,
-                   self.access_logs, self.error_log)
+                   self.access_logs, self.error_log,
+                   scoreboard.worker(slot, i) if scoreboard is not None else None, status_page)
             for i in range(config.threads_per_child)
         )
+
+    def _backend_stats(self) -> BackendStats | None:
+        """Per-backend counters, one row per backend, balancer member and balancer,
+        continuing the rows a previous child of this slot left in the scoreboard."""
+        if self.scoreboard is None:
+            return None
+        names: list[str] = []
+        for router in self.routers.values():
+            for route in router.routes:
+                target = route.target
+                if target is None:
+                    continue
+                balancer = target.balancer
+                if balancer is None:
+                    keys = [target.name]
+                else:
+                    keys = [balancer.name] + [member_key(balancer.name, m.target.name)
+                                              for m in balancer.members]
+                names.extend(k for k in keys if k not in names)
+        if len(names) > MAX_BACKENDS:
+            self.error_log.warn("status", f"{len(names)} backends: server-status counts "
+                                f"the first {MAX_BACKENDS} only")
+            names = names[:MAX_BACKENDS]
+        self.backend_rows = self.scoreboard.backend_rows(self.slot, names)
+        self.backend_base = [self.scoreboard.backend_counters(self.slot, r) if r >= 0 else []
+                             for r in self.backend_rows]
+        return BackendStats(names, self.config.threads_per_child)
 
     def _wants_buffering(self, conn: Connection) -> bool:
         """Listener thread: does this request's route buffer its body (the default)?
@@ -191,13 +228,49 @@ class Child:
         busy = min(tpc, max(0, listener.outstanding()))
         stopping = stopping or listener.stopping
         idle = tpc - busy if listener.accepting and not stopping else 0
-        self.scoreboard.report(self.slot, busy, idle, len(listener.conns), stopping)
+        writing = keepalive = closing = 0
+        for conn in list(listener.conns.values()):  # a copy: the listener owns the dict
+            state = conn.state
+            if state == State.KEEPALIVE:
+                keepalive += 1
+            elif state == State.WRITE_COMPLETION:
+                writing += 1
+            elif state == State.LINGER:
+                closing += 1
+        times = os.times()
+        self.scoreboard.report(self.slot, busy, idle, len(listener.conns), stopping,
+                               writing, keepalive, closing, listener.accepting,
+                               (times.user, times.system))
+        self._publish_backends()
+
+    def _publish_backends(self) -> None:
+        """Main thread: the workers' per-backend counters, summed, into this slot."""
+        stats, board = self.stats, self.scoreboard
+        if stats is None or board is None:
+            return
+        totals = stats.totals()
+        idle: dict[str, int] = {}
+        for state in list(self.exchange.pool._backends.values()):
+            name = state.target.name
+            idle[name] = idle.get(name, 0) + len(state.idle)
+        queued = {b.name: len(b.waiters) for b in self.balancers}
+        for name, row, base, values in zip(stats.names, self.backend_rows, self.backend_base,
+                                           totals, strict=False):
+            if row < 0:
+                continue
+            balancer, sep, backend = name.partition("|")
+            values[B_POOL_IDLE] = idle.get(backend if sep else name, 0)
+            values[B_QUEUED] = 0 if sep else queued.get(name, 0)
+            board.publish_backend(self.slot, row, base, values)
 
     def _shutdown(self, graceful: bool) -> None:
         self._report(stopping=True)
         listener = self.listener
         listener.stop(graceful)
-        limit = self.config.graceful_shutdown_timeout if graceful else 2.0
+        # Graceful (restart, retirement or graceful-stop): no time limit here, as in
+        # httpd. GracefulShutdownTimeout is the arbiter's, for graceful-stop only: it
+        # sends TERM when it passes. A graceful restart lets requests run their course.
+        limit = None if graceful else 2.0
         deadline = time.monotonic() + limit if limit else None
         while listener.thread.is_alive():
             listener.thread.join(0.2)
@@ -216,5 +289,6 @@ class Child:
                 w.thread.join(0.1)
                 if graceful and self.stop_request == "now":
                     end = min(end, time.monotonic() + 0.5)
+        self._publish_backends()  # the last counts, for the next child of this slot
         self.exchange.pool.close_all()
         threading.enumerate()  # nothing else to wait for; daemon threads die with us

@@ -17,17 +17,33 @@ import queue
 import threading
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 from proxympm.config.model import HostConfig
 from proxympm.http.errors import ClientGone, HTTPError
+from proxympm.http.request import Request
 from proxympm.http.serialize import error_response
 from proxympm.log import AccessLog, AccessRecord, ErrorLog
 from proxympm.mpm.connection import Connection
 from proxympm.mpm.listener import Listener
 from proxympm.proxy import header_rules
 from proxympm.proxy.client_address import believe
+from proxympm.mpm.scoreboard import (
+    CLOSING_C,
+    DEAD,
+    KEEPALIVE_K,
+    LOG_L,
+    READ_R,
+    READY_,
+    WRITE_W,
+    WorkerScore,
+)
 from proxympm.proxy.exchange import Exchange, Outcome
-from proxympm.proxy.routing import HostTable, Router
+from proxympm.proxy.routing import HostTable, Route, Router
+from proxympm.proxy.spool import Spool
+
+if TYPE_CHECKING:
+    from proxympm.status import StatusPage
 
 # httpd's ap_status_drops_connection: after these, the connection is closed.
 DROPS_CONNECTION = frozenset({400, 408, 411, 413, 414, 417, 421, 431, 500, 501, 503, 505})
@@ -36,7 +52,9 @@ DROPS_CONNECTION = frozenset({400, 408, 411, 413, 414, 417, 421, 431, 500, 501, 
 class Worker:
     def __init__(self, index: int, work_queue: queue.SimpleQueue, listener: Listener,
                  exchange: Exchange, hosts: HostTable, routers: dict[int, Router],
-                 access_logs: dict[int, list[AccessLog]], error_log: ErrorLog) -> None:
+                 access_logs: dict[int, list[AccessLog]], error_log: ErrorLog,
+                 score: WorkerScore | None = None,
+                 status_page: StatusPage | None = None) -> None:
         self.index = index
         self.queue = work_queue
         self.listener = listener
@@ -46,12 +64,20 @@ class Worker:
         self.access_logs = access_logs
         self.log = error_log
         self.done = 0
+        self.score = score  # this thread's scoreboard slot (written only here)
+        self.status_page = status_page
         self.thread = threading.Thread(target=self.run, name=f"worker-{index}", daemon=True)
 
     def run(self) -> None:
+        score = self.score
+        self.exchange.bind_thread(self.index)
+        if score is not None:
+            score.status(READY_)
         while True:
             conn = self.queue.get()
             if conn is None:
+                if score is not None:
+                    score.status(DEAD)
                 return
             try:
                 self.serve(conn)
@@ -61,6 +87,8 @@ class Worker:
                 self.listener.close(conn)
             finally:
                 self.done += 1
+                if score is not None:
+                    score.status(READY_)
                 self.listener.worker_freed()
 
     def serve(self, conn: Connection) -> None:
@@ -73,6 +101,8 @@ class Worker:
                 return
             if then is None:
                 return
+            if self.score is not None:
+                self.score.status(CLOSING_C if then else KEEPALIVE_K)
             if not listener.start_write(conn, then_close=then):
                 return
             # a pipelined request is complete in the buffer: serve it here
@@ -99,6 +129,10 @@ class Worker:
             conn.keep_proto = b"x-forwarded-proto" in named
         found = conn.client_addr
         client = (found.ip, found.port) if found is not None else conn.peer
+        score = self.score
+        if score is not None:
+            score.begin(WRITE_W if body.done else READ_R, req.request_line, client,
+                        req.host or b"", conn.requests)
         keepalive = (
             host.keepalive
             and req.keep_alive
@@ -111,8 +145,15 @@ class Worker:
         else:
             asterisk = req.path == b"*"  # OPTIONS * goes to whoever serves "/"
             match = self.routers[id(host)].match(b"/" if asterisk else req.path)
-            if match is None or match[0].target is None:
+            if match is None:
                 out = Outcome(error=404)
+            elif match[0].access is not None and not match[0].access.allows(
+                    client[0], conn.local[0]):  # mod_remoteip's client, as httpd
+                self.log.error("authz_core", f"AH01630: client denied by server "
+                               f"configuration: {req.path.decode('latin-1')}", client)
+                out = Outcome(error=403)
+            elif match[0].target is None:
+                out = self._handle(match[0], req, keepalive)
             else:
                 route, upstream_path = match
                 if asterisk:
@@ -151,8 +192,25 @@ class Worker:
         else:
             conn.out = b""
             conn.spool = out.spool
+        if score is not None:
+            score.status(LOG_L)
         self._access(conn, host, out, start, "-" if close else "+")
+        if score is not None:
+            score.end(out.bytes_out or len(conn.out))
         return close
+
+    def _handle(self, route: Route, req: Request, keepalive: bool) -> Outcome:
+        """A Location with SetHandler (server-status, metrics), or a 404."""
+        page = self.status_page
+        if route.handler is None or page is None:
+            return Outcome(error=404)
+        status, headers, data = page.respond(route.handler, req.method, req.target, req.host,
+                                             close=not keepalive)
+        spool = Spool()
+        spool.append(data)
+        body = 0 if req.method == b"HEAD" else int(dict(headers)[b"Content-Length"])
+        return Outcome(status=status, body_bytes=body, bytes_out=len(data), headers=headers,
+                       client_keepalive=keepalive, spool=spool)
 
     def _access(self, conn: Connection, host: HostConfig, out: Outcome, start: float,
                 status: str) -> None:

@@ -43,6 +43,7 @@ from proxympm.proxy import upstream
 from proxympm.proxy.balancer import Balancer, Member, Verdict
 from proxympm.proxy.header_rules import error_headers
 from proxympm.proxy.headers import upstream_request_head
+from proxympm.proxy.metrics import BackendStats
 from proxympm.proxy.pool import BackendState, Pool, Upstream
 from proxympm.proxy.relay import RelayError, ResponseRelay, StreamSpec
 from proxympm.proxy.resolver import AddressSet, Endpoint, Resolver
@@ -95,6 +96,7 @@ class Outcome:
     spool: Spool | None = None  # response tail for the listener's write completion
     tunnel: TunnelSpec | None = None  # switched protocols: the worker hands it over
     stream: StreamSpec | None = None  # a streaming body the listener relays from here
+    reused: bool = False  # the (last) upstream connection came from the pool
 
 
 class UpstreamFailure(Exception):
@@ -146,15 +148,22 @@ def classify(exc: UpstreamFailure, reused: bool, replayable: bool) -> Decision:
 class Exchange:
     """Per-child upstream machinery shared by all workers."""
 
-    __slots__ = ("pool", "resolver", "log", "server_name", "tls")
+    __slots__ = ("pool", "resolver", "log", "server_name", "tls", "stats")
 
     def __init__(self, pool: Pool, resolver: Resolver, log: ErrorLogger,
-                 server_name: bytes, tls: ClientContexts) -> None:
+                 server_name: bytes, tls: ClientContexts,
+                 stats: BackendStats | None = None) -> None:
         self.pool = pool
         self.resolver = resolver
         self.log = log
         self.server_name = server_name
         self.tls = tls
+        self.stats = stats  # per-backend counters (server-status, metrics)
+
+    def bind_thread(self, index: int) -> None:
+        """Worker thread, once: its own per-backend counters."""
+        if self.stats is not None:
+            self.stats.bind(index)
 
     # -- the request ---------------------------------------------------------------
 
@@ -240,6 +249,34 @@ class Exchange:
                  balancer: Balancer | None = None,
                  buffering: bool | None = None,
                  upgrade: str | None = None) -> tuple[Outcome, bool]:
+        """``_attempt_on``, counted per backend (requests, errors, latency)."""
+        stats = self.stats
+        row = stats.begin(target, balancer.name if balancer is not None else None) \
+            if stats is not None else None
+        if row is None:
+            return self._attempt_on(client, peer, req, body, body_parts, body_file, host_cfg,
+                                    target, params, upstream_path, client_keepalive, member,
+                                    balancer, buffering, upgrade)
+        started = time.monotonic()
+        try:
+            result = self._attempt_on(client, peer, req, body, body_parts, body_file,
+                                      host_cfg, target, params, upstream_path,
+                                      client_keepalive, member, balancer, buffering, upgrade)
+        except BaseException:
+            BackendStats.end(row, started, 0, False, False)  # the client went away
+            raise
+        out = result[0]
+        BackendStats.end(row, started, out.status if not out.error else 0,
+                         bool(out.error or out.aborted), out.reused)
+        return result
+
+    def _attempt_on(self, client: ClientSide, peer: tuple[str, int], req: Request,
+                    body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
+                    host_cfg: HostConfig, target: Target, params: WorkerParams,
+                    upstream_path: bytes, client_keepalive: bool,
+                    member: Member | None = None, balancer: Balancer | None = None,
+                    buffering: bool | None = None,
+                    upgrade: str | None = None) -> tuple[Outcome, bool]:
         """One request on one backend. Returns the outcome and, if it failed, whether
         nothing the backend could have acted on was sent (so another member may be
         tried: a connect failure for any method; a failure before the response for a
@@ -300,7 +337,7 @@ class Exchange:
                 order = addrs.order()  # this request's address first, then fallbacks
                 if order and not params.disablereuse and proxy_header is None:
                     up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
-                reused = up is not None
+                reused = out.reused = up is not None
                 if up is None:
                     up = self._connect(target, params, timeout, ctx, sni, order, addrs,
                                        proxy_header)

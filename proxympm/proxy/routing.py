@@ -6,12 +6,13 @@ worker thread can use it without a lock.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from proxympm.config.model import HostConfig, ProxyRoute, WorkerParams
+from proxympm.config.model import Access, HandlerLocation, HostConfig, ProxyRoute, WorkerParams
 
 if TYPE_CHECKING:
     from proxympm.proxy.balancer import Balancer, Balancers
@@ -70,11 +71,37 @@ def parse_target(url: str) -> Target:
                   websocket=websocket)
 
 
+class AccessCheck:
+    """A Location's Require lines (mod_authz_host), as an implicit RequireAny."""
+
+    __slots__ = ("granted", "local", "networks")
+
+    def __init__(self, access: Access) -> None:
+        self.granted = access.all_granted
+        self.local = access.local
+        self.networks = tuple(ipaddress.ip_network(n) for n in access.networks)
+
+    def allows(self, peer_ip: str, local_ip: str) -> bool:
+        if self.granted:
+            return True
+        try:
+            addr = ipaddress.ip_address(peer_ip.partition("%")[0])
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        if self.local and (addr.is_loopback or peer_ip == local_ip):
+            return True
+        return any(addr in net for net in self.networks)
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     prefix: bytes
-    target: Target | None  # None: excluded with "!"
+    target: Target | None  # None: excluded with "!", or a handler
     params: WorkerParams
+    handler: HandlerLocation | None = None  # SetHandler: proxympm answers itself
+    access: AccessCheck | None = None  # Require lines; None: everyone
 
     def matches(self, path: bytes) -> int:
         """Length of the matched prefix, or -1 (Apache's alias_match)."""
@@ -121,10 +148,15 @@ class Router:
 
     __slots__ = ("routes",)
 
-    def __init__(self, routes: tuple[ProxyRoute, ...], balancers: Balancers | None = None) -> None:
+    def __init__(self, routes: tuple[ProxyRoute, ...], balancers: Balancers | None = None,
+                 handlers: tuple[HandlerLocation, ...] = ()) -> None:
         self.routes = tuple(
+            Route(h.path.encode("ascii"), None, WorkerParams(), h,
+                  AccessCheck(h.access) if h.access is not None else None)
+            for h in handlers
+        ) + tuple(
             Route(r.path.encode("ascii"), self._target(r.url, balancers) if r.url else None,
-                  r.params)
+                  r.params, None, AccessCheck(r.access) if r.access is not None else None)
             for r in routes
         )
 

@@ -332,6 +332,22 @@ def test_graceful_stop_timeout_terminates_children(
     assert "error" in result, "the in-flight request outlived the timeout"
 
 
+def test_graceful_restart_is_not_cut_by_graceful_shutdown_timeout(
+    proxympm: Callable[..., Proxy], backend: Backend
+) -> None:
+    """GracefulShutdownTimeout is for graceful-stop: after USR1 an old child lets a
+    request that runs longer than it finish (httpd's old generation has no limit)."""
+    proxy = proxympm(CONFIG + "GracefulShutdownTimeout 1\n", b=backend.port,
+                     wait_children=2)
+    result: dict[str, object] = {}
+    t = _slow_request(f"{proxy.url}/slow/3", result)
+    backend.wait_for_requests(1)
+    os.kill(proxy.pid, signal.SIGUSR1)
+    proxy.wait_for_log("error", "AH00493")
+    t.join(15)
+    assert result == {"status": 200}, proxy.diagnostics()
+
+
 def test_changed_listen_set_opens_and_closes_only_what_changed(
     proxympm: Callable[..., Proxy], backend: Backend, free_port: Callable[[], int]
 ) -> None:

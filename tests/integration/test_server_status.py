@@ -310,7 +310,8 @@ def test_html_page_renders_in_headless_chromium(
     assert sum(int(r[2].split("/")[2]) for r in workers[1:]) == shown
     assert any(r[-1] == "GET /server-status HTTP/1.1" and r[3] == "W" for r in workers[1:])
     header = page.tables["backends"][0]
-    backends = {(r[0], r[1]): dict(zip(header, r)) for r in page.tables["backends"][1:]}
+    backends = {(r[0], r[1]): dict(zip(header, r, strict=True))
+                for r in page.tables["backends"][1:]}
     cell = backends[("-", up)]
     assert cell["Requests"] == "7" and cell["Errors"] == "0" and cell["In flight"] == "0"
     assert cell["2xx"] == "7"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import html
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxympm import __version__
@@ -87,6 +88,9 @@ class Snapshot:
     bytes: int = 0
     duration_ms: int = 0
     backends: dict[str, list[int]] = field(default_factory=dict)
+    # server-wide balancer member state (max, in flight, queue, error state, health
+    # checks), when the shared balancer table provides it: its snapshot() rows
+    members: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def uptime(self) -> int:
@@ -385,7 +389,27 @@ def render_prometheus(snap: Snapshot) -> str:
            "Requests waiting for a balancer member under its max.")
     for balancer, v in queues:
         sample("proxympm_balancer_queued", {"balancer": balancer}, v[m.B_QUEUED])
+    if snap.members:
+        for key, kind, doc in MEMBER_GAUGES:
+            name = f"proxympm_balancer_member_{key}"
+            family(name, kind, doc)
+            for row in snap.members:
+                value = row.get(key)
+                if isinstance(value, bool | int | float):
+                    sample(name, {"balancer": str(row.get("balancer", "")),
+                                  "member": str(row.get("member", ""))}, float(value))
     return "\n".join(out) + "\n"
+
+
+# Server-wide balancer member fields (the shared balancer table's snapshot keys).
+MEMBER_GAUGES = (
+    ("max", "gauge", "The member's max (concurrent requests, whole server)."),
+    ("in_flight", "gauge", "Requests on the member now, whole server."),
+    ("queued", "gauge", "Requests of its balancer waiting for a member, whole server."),
+    ("in_error", "gauge", "1 while the member is in error state."),
+    ("error_for", "gauge", "Seconds of error state left."),
+    ("hc_failed", "gauge", "1 while its health check fails."),
+)
 
 
 # -- HTML ----------------------------------------------------------------------------------
@@ -500,6 +524,23 @@ def render_html(snap: Snapshot, server_name: str, notable: bool, refresh: int) -
                  'this child</td></tr><tr><th>Slot</th><td class="l">Total megabytes '
                  "transferred this slot</td></tr></table>")
 
+    if snap.members:
+        o += ["<h2>Balancer members</h2>", '<table id="members"><tr><th>Balancer</th>'
+              "<th>Member</th><th>Max</th><th>In flight</th><th>Queued</th><th>Served</th>"
+              "<th>Errors</th><th>State</th><th>Health check</th></tr>"]
+        for row in snap.members:
+            state = (f"Err ({float(row.get('error_for') or 0):.0f}s)" if row.get("in_error")
+                     else "Ok")
+            check = "failed" if row.get("hc_failed") else ("ok" if row.get("hc_checks")
+                                                           else "-")
+            cap = row.get("max")
+            o.append(f'<tr><td class="l">{e(str(row.get("balancer", "")))}</td>'
+                     f'<td class="l">{e(str(row.get("member", "")))}</td>'
+                     f"<td>{'-' if cap is None else cap}</td><td>{row.get('in_flight', 0)}</td>"
+                     f"<td>{row.get('queued', 0)}</td><td>{row.get('served', 0)}</td>"
+                     f"<td>{row.get('errors', 0)}</td><td>{state}</td><td>{check}</td></tr>")
+        o.append("</table>")
+
     # backends
     o += ["<h2>Backends</h2>", '<table id="backends"><tr><th>Balancer</th><th>Backend</th>'
           "<th>Requests</th><th>Errors</th><th>In flight</th><th>Queued</th>"
@@ -543,12 +584,15 @@ class StatusPage:
     """One per child: answers server-status and metrics requests (worker threads;
     it holds only read-only state)."""
 
-    __slots__ = ("board", "config", "server_name")
+    __slots__ = ("board", "config", "server_name", "members")
 
-    def __init__(self, board: sb.Scoreboard, config: ServerConfig, server_name: str) -> None:
+    def __init__(self, board: sb.Scoreboard, config: ServerConfig, server_name: str,
+                 members: Callable[[], list[dict[str, object]]] | None = None) -> None:
         self.board = board
         self.config = config
         self.server_name = server_name
+        # the shared balancer table's snapshot (server-wide member state), if any
+        self.members = members
 
     def respond(self, handler: HandlerLocation, method: bytes, target: bytes,
                 host: bytes | None, close: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -560,6 +604,8 @@ class StatusPage:
         words = _query_words(target)
         name = (host or b"").decode("latin-1").rsplit(":", 1)[0] or self.server_name
         snap = snapshot(self.board, self.config)
+        if self.members is not None:
+            snap.members = self.members()
         headers: list[tuple[bytes, bytes]] = []
         if handler.handler == "metrics" or "prometheus" in words:
             body = render_prometheus(snap).encode()

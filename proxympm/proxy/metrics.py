@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -71,12 +72,7 @@ class BackendStats:
         us = int((time.monotonic() - started) * 1_000_000)
         row[B_FINISHED] += 1
         row[B_LATENCY_US] += us
-        i = B_BUCKET0
-        for limit in _BUCKET_US:
-            if us <= limit:
-                break
-            i += 1
-        row[i] += 1
+        row[B_BUCKET0 + bisect_left(_BUCKET_US, us)] += 1  # le: us <= bound
         if failed:
             row[B_ERRORS] += 1
         if status:

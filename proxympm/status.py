@@ -122,7 +122,7 @@ def snapshot(board: sb.Scoreboard, config: ServerConfig) -> Snapshot:
                 board.get(slot, sb.CLOSING),
                 cpu=(board.get(slot, sb.CPU_USER_MS) / 1000, board.get(slot, sb.CPU_SYS_MS) / 1000))
             snap.procs.append(proc)
-        for thread in range(board.thread_limit):
+        for thread in range(board.threads):
             words, request, client, vhost = board.worker_fields(slot, thread)
             code = words[sb.W_STATUS] or sb.DEAD
             if not alive:

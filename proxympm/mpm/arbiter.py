@@ -100,6 +100,7 @@ class Arbiter:
         # twice over, so that a whole generation can finish gracefully beside the next.
         self.scoreboard = Scoreboard(2 * max(1, config.server_limit), config.thread_limit)
         self.scoreboard.set_header(G_CONFIG_GENERATION, 1)
+        self.scoreboard.use_threads(config.threads_per_child)
         self.wanted = 0  # children to fork as soon as allowed (start, replacements)
         self.spawn_rate = 1
         # httpd's hold_off_on_exponential_spawning: after a graceful restart the spawn
@@ -396,6 +397,7 @@ class Arbiter:
         self.config, self.hosts, self.tls = config, hosts, tls
         self.scoreboard.set_header(G_CONFIG_GENERATION,
                                    self.scoreboard.header(G_CONFIG_GENERATION) + 1)
+        self.scoreboard.use_threads(config.threads_per_child)
         self.log.reopen()
         return True
 

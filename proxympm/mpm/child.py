@@ -249,10 +249,7 @@ class Child:
         if stats is None or board is None:
             return
         totals = stats.totals()
-        idle: dict[str, int] = {}
-        for state in list(self.exchange.pool._backends.values()):
-            name = state.target.name
-            idle[name] = idle.get(name, 0) + len(state.idle)
+        idle = self.exchange.pool.idle_counts()
         queued = {b.name: len(b.waiters) for b in self.balancers}
         for name, row, base, values in zip(stats.names, self.backend_rows, self.backend_base,
                                            totals, strict=False):

@@ -36,7 +36,7 @@ import time
 from proxympm.proxy.metrics import B_FINISHED, B_STARTED, COUNTERS, GAUGES
 
 # -- global header (words) --------------------------------------------------------
-G_RESTART_US, G_GENERATION, G_CONFIG_GENERATION = range(3)
+G_RESTART_US, G_GENERATION, G_CONFIG_GENERATION, G_THREADS = range(4)
 HEADER_WORDS = 8
 
 # -- process slot (words) ----------------------------------------------------------
@@ -97,9 +97,19 @@ class Scoreboard:
         self.bytes = memoryview(self._map)
         self._words = self.bytes.cast("q")
         self._words[G_RESTART_US] = now_us()
-        for slot in range(self.slots):
-            for thread in range(self.thread_limit):
-                self._words[self.worker_word(slot, thread) + W_STATUS] = DEAD
+        # Worker slots start zeroed (status 0 reads as "."): nothing is written here,
+        # so a large ThreadLimit costs address space, not memory, until threads run.
+
+    @property
+    def threads(self) -> int:
+        """Worker slots per process slot ever used: the largest ThreadsPerChild so
+        far (readers look no further; the rest were never written)."""
+        return min(self.thread_limit, self._words[G_THREADS] or self.thread_limit)
+
+    def use_threads(self, threads_per_child: int) -> None:
+        """Arbiter, at start and on each new config."""
+        self._words[G_THREADS] = min(self.thread_limit,
+                                     max(self._words[G_THREADS], threads_per_child))
 
     # -- global ------------------------------------------------------------------------
 
@@ -112,13 +122,13 @@ class Scoreboard:
 
     def reset(self) -> None:
         """Arbiter, with no child alive (``-k restart``): statistics start again."""
-        w = self._words
-        w[G_RESTART_US] = now_us()
-        start = self._worker_base
-        self.bytes[start:len(self.bytes)] = bytes(len(self.bytes) - start)
+        self._words[G_RESTART_US] = now_us()
+        used = self.threads * WORKER_BYTES
         for slot in range(self.slots):
-            for thread in range(self.thread_limit):
-                w[self.worker_word(slot, thread) + W_STATUS] = DEAD
+            start = self.worker_word(slot, 0) * 8
+            self.bytes[start:start + used] = bytes(used)
+        start = self._backend_base
+        self.bytes[start:len(self.bytes)] = bytes(len(self.bytes) - start)
 
     # -- process slots -----------------------------------------------------------------
 
@@ -147,7 +157,7 @@ class Scoreboard:
         w[base + PID] = 0
         for f in (IDLE, BUSY, CONNS, WRITING, KEEPALIVE, CLOSING, ACCEPTING):
             w[base + f] = 0
-        for thread in range(self.thread_limit):
+        for thread in range(self.threads):
             w[self.worker_word(slot, thread) + W_STATUS] = DEAD
         for row in range(MAX_BACKENDS):
             b = self.backend_word(slot, row)

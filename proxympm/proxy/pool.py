@@ -129,6 +129,14 @@ class Pool:
             for up in doomed:
                 up.sock.close()
 
+    def idle_counts(self) -> dict[str, int]:
+        """Idle connections per backend origin (any thread; a count, no lock)."""
+        counts: dict[str, int] = {}
+        for state in list(self._backends.values()):
+            name = state.target.name
+            counts[name] = counts.get(name, 0) + len(state.idle)
+        return counts
+
     def close_all(self) -> None:
         for state in list(self._backends.values()):
             with state.lock:

@@ -113,6 +113,7 @@ def snapshot(board: sb.Scoreboard, config: ServerConfig) -> Snapshot:
         state = board.get(slot, sb.STATE)
         alive = pid != 0 and state != sb.FREE
         pgen = board.get(slot, sb.GENERATION)
+        snap.accesses += board.get(slot, sb.REJECTED)
         proc = None
         if alive:
             proc = Proc(

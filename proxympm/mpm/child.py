@@ -19,11 +19,12 @@ import threading
 import time
 
 from proxympm.config.model import Listen, ServerConfig
+from proxympm.http.errors import HTTPError
 from proxympm.http.request import Limits
 from proxympm.log import AccessLog, ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.listener import Listener
-from proxympm.mpm.scoreboard import MAX_BACKENDS, Scoreboard
+from proxympm.mpm.scoreboard import MAX_BACKENDS, Scoreboard, WorkerScore
 from proxympm.mpm.worker import Worker, log_request_error
 from proxympm.proxy.balancer import Balancers
 from proxympm.proxy.exchange import Exchange
@@ -75,6 +76,7 @@ class Child:
         self.scoreboard = scoreboard
         self.slot = slot
         self.stop_request: str | None = None  # "graceful" or "now"
+        self.scores_by_thread: dict[int | None, WorkerScore] = {}
         self.error_log: ErrorLog = setup_error_log(config.error_log,
                                                    *parse_log_level(config.log_level))
         self.hosts = hosts
@@ -110,8 +112,7 @@ class Child:
         self.listener = Listener(
             config, listeners, self.work_queue,
             done_counters=lambda: sum(w.done for w in self.workers),
-            log_error=lambda exc, conn: log_request_error(self.access_logs, self.error_log,
-                                                          exc, conn),
+            log_error=self._request_error,
             limits_for=lambda h: limits[id(h)],
             error_log=self.error_log,
             wants_buffering=self._wants_buffering,
@@ -159,6 +160,20 @@ class Child:
                              for r in self.backend_rows]
         return BackendStats(names, self.config.threads_per_child)
 
+    def _request_error(self, exc: HTTPError, conn: Connection) -> None:
+        """Listener thread: a request it answered itself (400, 408, 413 ...): logged,
+        and counted in the scoreboard as an access, as httpd counts it."""
+        log_request_error(self.access_logs, self.error_log, exc, conn)
+        if self.scoreboard is None:
+            return
+        # a worker thread, for a bad request pipelined behind one it served: its own
+        # slot counts it (one writer per word)
+        score = self.scores_by_thread.get(threading.get_ident())
+        if score is not None:
+            score.count_rejected()
+        else:
+            self.scoreboard.count_rejected(self.slot)
+
     def _wants_buffering(self, conn: Connection) -> bool:
         """Listener thread: does this request's route buffer its body (the default)?
         Routers and host tables are read-only, so this lookup needs no lock."""
@@ -194,6 +209,8 @@ class Child:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the arbiter handles ^C for the group
         for w in self.workers:
             w.thread.start()
+        self.scores_by_thread = {w.thread.ident: w.score for w in self.workers
+                                 if w.score is not None}
         self.listener.thread.start()
         # The arbiter forked us with the stop signals blocked; the threads keep them
         # blocked (so they reach this thread), and one that came early arrives now.

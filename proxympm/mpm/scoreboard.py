@@ -41,7 +41,9 @@ HEADER_WORDS = 8
 
 # -- process slot (words) ----------------------------------------------------------
 (PID, GENERATION, STATE, BUSY, IDLE, CONNS, WRITING, KEEPALIVE, CLOSING, ACCEPTING,
- CPU_USER_MS, CPU_SYS_MS, STARTED_US) = range(13)
+ CPU_USER_MS, CPU_SYS_MS, STARTED_US, REJECTED) = range(14)
+# REJECTED: requests the listener thread answered itself (400, 408, 413 ...), its
+# own word; like worker counters it carries on across the children of the slot.
 FIELDS = 16  # words per process slot
 
 # process STATE values
@@ -123,6 +125,8 @@ class Scoreboard:
     def reset(self) -> None:
         """Arbiter, with no child alive (``-k restart``): statistics start again."""
         self._words[G_RESTART_US] = now_us()
+        for slot in range(self.slots):
+            self._words[self._proc_base + slot * FIELDS + REJECTED] = 0
         used = self.threads * WORKER_BYTES
         for slot in range(self.slots):
             start = self.worker_word(slot, 0) * 8
@@ -181,6 +185,10 @@ class Scoreboard:
         w[base + CPU_USER_MS] = int(cpu[0] * 1000)
         w[base + CPU_SYS_MS] = int(cpu[1] * 1000)
         w[base + STATE] = STOPPING if stopping else READY
+
+    def count_rejected(self, slot: int) -> None:
+        """Listener thread of the slot's child (the only writer of this word)."""
+        self._words[self._proc_base + slot * FIELDS + REJECTED] += 1
 
     def get(self, slot: int, field: int) -> int:
         return self._words[self._proc_base + slot * FIELDS + field]
@@ -296,6 +304,11 @@ class WorkerScore:
             b[off:off + CLIENT_LEN] = peer[0].encode()[:CLIENT_LEN].ljust(CLIENT_LEN, b"\0")
         off = self._vhost_off
         b[off:off + VHOST_LEN] = vhost[:VHOST_LEN].ljust(VHOST_LEN, b"\0")
+
+    def count_rejected(self) -> None:
+        """A bad pipelined request this thread answered without serving it."""
+        self._w[self._word + W_ACCESS] += 1
+        self._w[self._word + W_MY_ACCESS] += 1
 
     def end(self, sent: int) -> None:
         """The request is answered (``sent`` bytes to the client)."""

@@ -148,6 +148,11 @@ def test_auto_and_prometheus_match_the_traffic_sent(
         for i in range(3):
             assert s.get(f"{proxy.url}/lb/x/{i}", timeout=10).status_code == 200
             sent += 1
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as bad:
+        # answered by the listener itself (400), counted as an access as httpd does
+        bad.sendall(b"GET /app/bad HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n")
+        assert bad.recv(65536).startswith(b"HTTP/1.1 400")
+        sent += 1
     to_backend = 10 + 10 + 2
 
     def reached(m: dict) -> bool:

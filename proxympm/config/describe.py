@@ -12,6 +12,7 @@ import dataclasses
 
 from proxympm.config.loader import vhost_address
 from proxympm.config.model import (
+    Access,
     Balancer,
     HostConfig,
     Listen,
@@ -59,13 +60,31 @@ def _route(route: ProxyRoute) -> str:
     return f"{text}  ({route.where})" if route.where else text
 
 
+def _require(access: Access | None) -> str:
+    """A Location's Require lines, written back (RequireAny)."""
+    if access is None:
+        return "open to all"
+    words = []
+    if access.all_granted:
+        words.append("all granted")
+    if access.local:
+        words.append("local")
+    if access.networks:
+        words.append("ip " + " ".join(access.networks))
+    return "Require " + (" | ".join(words) if words else "all denied")
+
+
 def _host_lines(host: HostConfig, indent: str) -> list[str]:
     lines = [f"{indent}ServerName: {host.server_name or '(none)'}"]
     if host.server_aliases:
         lines.append(f"{indent}ServerAlias: {' '.join(host.server_aliases)}")
+    for h in host.handlers:
+        lines.append(f"{indent}Handler: {h.path} -> {h.handler}, {_require(h.access)}  "
+                     f"({h.where})")
     if host.routes:
         lines.append(f"{indent}Routes, in match order:")
-        lines += [f"{indent}  {_route(r)}" for r in host.routes]
+        lines += [f"{indent}  {_route(r)}" + (f"  [{_require(r.access)}]" if r.access else "")
+                  for r in host.routes]
     else:
         lines.append(f"{indent}Routes: none")
     for rule in host.reverse_rules:

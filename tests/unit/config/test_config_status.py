@@ -113,3 +113,14 @@ def test_errors_name_file_and_line(load: Load, text: str, line: int, message: st
 def test_access_check(access: Access, peer: str, local: str, allowed: bool) -> None:
     assert AccessCheck(access).allows(peer, local) is allowed
 
+
+
+def test_describe_shows_handlers_and_require(load: Load) -> None:
+    from proxympm.config.describe import describe
+
+    text = describe(load(STATUS + "<Location /adm>\nProxyPass http://127.0.0.1:9/\n"
+                         "Require ip 127.0.0.1\n</Location>\n"))
+    assert ("Handler: /server-status -> server-status, Require local | ip 10.1.0.0/16 "
+            "192.168.0.0/16 2001:db8::/32") in text
+    assert "Handler: /metrics -> metrics, Require all granted" in text
+    assert "[Require ip 127.0.0.1/32]" in text

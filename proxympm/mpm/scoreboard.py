@@ -288,12 +288,13 @@ class WorkerScore:
         self._w[self._word + W_STATUS] = letter
 
     def begin(self, letter: int, request_line: bytes, peer: tuple[str, int],
-              vhost: bytes, conn_requests: int) -> None:
-        """A request starts: a handful of stores and three short copies."""
+              vhost: bytes, conn_requests: int, started: float) -> None:
+        """A request started at ``started`` (time.time()): a handful of stores and
+        three short copies."""
         w = self._w
         base = self._word
         w[base + W_STATUS] = letter
-        w[base + W_START_US] = int(time.time() * 1_000_000)
+        w[base + W_START_US] = int(started * 1_000_000)
         w[base + W_CONN_ACCESS] = conn_requests
         b = self._b
         off = self._req_off

@@ -132,7 +132,7 @@ class Worker:
         score = self.score
         if score is not None:
             score.begin(WRITE_W if body.done else READ_R, req.request_line, client,
-                        req.host or b"", conn.requests)
+                        req.host or b"", conn.requests, start)
         keepalive = (
             host.keepalive
             and req.keep_alive

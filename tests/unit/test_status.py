@@ -4,6 +4,7 @@ and the balancer member table fed by the shared balancer table's snapshot."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,9 +28,11 @@ def _board(tmp_path: Path) -> tuple[sb.Scoreboard, object]:
     board.report(1, 0, 0, 3, True, writing=1, keepalive=1, closing=1)
     w = board.worker(0, 0)
     w.status(sb.READY_)
-    w.begin(sb.WRITE_W, b"GET /a HTTP/1.1", ("10.0.0.9", 5), b"v.example:8080", 1)
+    w.begin(sb.WRITE_W, b"GET /a HTTP/1.1", ("10.0.0.9", 5), b"v.example:8080", 1,
+            time.time() - 0.01)
     w.end(1000)
-    w.begin(sb.WRITE_W, b"GET /b HTTP/1.1", ("10.0.0.9", 5), b"v.example", 2)  # busy now
+    w.begin(sb.WRITE_W, b"GET /b HTTP/1.1", ("10.0.0.9", 5), b"v.example", 2,
+            time.time())  # busy now
     board.worker(0, 1).status(sb.READY_)
     board.worker(1, 0).status(sb.READY_)  # idle thread of a stopping child: G
     board.worker(1, 1).status(sb.WRITE_W)

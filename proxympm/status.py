@@ -421,7 +421,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 dl dt { margin: .15em 0; }
 table { border-collapse: collapse; margin: .6em 0; font-size: .92em; }
 th, td { border: 1px solid #bbb; padding: .2em .55em; text-align: right; }
-th { background: #eee; } td.l { text-align: left; }
+th { background: #eee; white-space: nowrap; } td.l { text-align: left; }
 tr.sum td { font-weight: bold; background: #f6f6f6; }
 pre.board { font-size: 1.05em; line-height: 1.25; background: #f8f8f8; padding: .5em; }
 code { font-weight: bold; } .legend { font-size: .92em; }

@@ -356,3 +356,31 @@ def test_counters_carry_on_across_a_graceful_restart(
     assert a["ParentServerMPMGeneration"] == "1"
     assert a["ParentServerConfigGeneration"] == "2"
     assert int(a["Total Accesses"]) >= total + 1 + 4
+
+
+def test_restart_resets_the_statistics(proxympm: Callable[..., Proxy], backend: Backend) -> None:
+    """-k restart (HUP) starts the statistics again, as httpd's does."""
+    proxy = proxympm(CONFIG, b=backend.port, wait_children=2)
+    up = f"http://127.0.0.1:{backend.port}"
+    with requests.Session() as s:
+        for i in range(3):
+            assert s.get(f"{proxy.url}/app/{i}", timeout=10).status_code == 200
+    wait_metric(proxy, lambda m: backend_value(m, "proxympm_backend_requests_total", up) == 3)
+    old = set(proxy.children())
+    os.kill(proxy.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while old & set(proxy.children()) or len(proxy.children()) < 2:
+        assert time.monotonic() < deadline, "the restart did not replace the children"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    asked = 0
+    while True:  # each ?auto asked before this one counts
+        a = auto(proxy)
+        if "S" not in a["Scoreboard"] and a["Processes"] == "2":
+            break
+        asked += 1
+        assert time.monotonic() < deadline, a
+        time.sleep(0.05)
+    assert int(a["Total Accesses"]) == asked and a["ParentServerMPMGeneration"] == "1"
+    m = metrics(proxy)
+    assert backend_value(m, "proxympm_backend_requests_total", up) == 0

@@ -174,10 +174,14 @@ class Worker:
             out.headers = extra or []
         elif out.aborted:
             self._access(conn, host, out, start, "X")
+            if score is not None:
+                score.end(out.bytes_out)
             self.listener.close(conn)
             return None
         elif out.tunnel is not None:  # 101: the listener relays it from now on
             self._access(conn, host, out, start, "-")
+            if score is not None:
+                score.end(out.bytes_out)
             self.listener.tunnels.adopt(conn, out.tunnel)
             return None
         elif out.stream is not None:  # a streaming body: the listener relays the rest
@@ -187,6 +191,8 @@ class Worker:
                 out.body_bytes, out.bytes_out = body_bytes, bytes_out
                 self._access(conn, host, out, start, status)
 
+            if score is not None:  # what the worker sent; the listener sends the rest
+                score.end(out.bytes_out)
             self.listener.tunnels.adopt_stream(conn, out.stream, close, done)
             return None
         else:

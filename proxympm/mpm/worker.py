@@ -26,8 +26,6 @@ from proxympm.http.serialize import error_response
 from proxympm.log import AccessLog, AccessRecord, ErrorLog
 from proxympm.mpm.connection import Connection
 from proxympm.mpm.listener import Listener
-from proxympm.proxy import header_rules
-from proxympm.proxy.client_address import believe
 from proxympm.mpm.scoreboard import (
     CLOSING_C,
     DEAD,
@@ -38,6 +36,8 @@ from proxympm.mpm.scoreboard import (
     WRITE_W,
     WorkerScore,
 )
+from proxympm.proxy import header_rules
+from proxympm.proxy.client_address import believe
 from proxympm.proxy.exchange import Exchange, Outcome
 from proxympm.proxy.routing import HostTable, Route, Router
 from proxympm.proxy.spool import Spool

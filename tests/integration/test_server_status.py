@@ -384,3 +384,20 @@ def test_restart_resets_the_statistics(proxympm: Callable[..., Proxy], backend: 
     assert int(a["Total Accesses"]) == asked and a["ParentServerMPMGeneration"] == "1"
     m = metrics(proxy)
     assert backend_value(m, "proxympm_backend_requests_total", up) == 0
+
+
+def test_require_ip_sees_the_client_mod_remoteip_believes(
+    proxympm: Callable[..., Proxy], backend: Backend
+) -> None:
+    """Behind a trusted proxy, Require ip judges the address mod_remoteip takes from
+    X-Forwarded-For (httpd's useragent_ip), not the proxy's."""
+    proxy = proxympm(
+        "RemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1\n"
+        '<Location "/server-status">\n    SetHandler server-status\n'
+        "    Require ip 10.9.0.0/16\n</Location>\n")
+    url = f"{proxy.url}/server-status?auto"
+    assert requests.get(url, timeout=10).status_code == 403
+    assert requests.get(url, headers={"X-Forwarded-For": "10.8.0.1"},
+                        timeout=10).status_code == 403
+    r = requests.get(url, headers={"X-Forwarded-For": "10.9.1.1"}, timeout=10)
+    assert r.status_code == 200 and "Total Accesses:" in r.text

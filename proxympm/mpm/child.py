@@ -24,6 +24,7 @@ from proxympm.http.request import Limits
 from proxympm.log import AccessLog, ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.listener import Listener
+from proxympm.mpm.memtrim import MemoryTrimmer
 from proxympm.mpm.scoreboard import MAX_BACKENDS, Scoreboard, WorkerScore
 from proxympm.mpm.worker import Worker, log_request_error
 from proxympm.proxy.balancer import Balancers
@@ -219,8 +220,10 @@ class Child:
         gc.freeze()  # long-lived setup objects leave the collector's generations
         self.error_log.info("mpm", f"child {os.getpid()} serving with "
                             f"{len(self.workers)} worker threads on {self.listener.poller.name}")
+        trimmer = MemoryTrimmer(self.listener.done_counters, time.monotonic())
         while self.stop_request is None and self.listener.thread.is_alive():
             self._report()
+            trimmer.tick(self.listener.outstanding(), time.monotonic())
             try:
                 ready, _, _ = select.select([self.pod_r, wake_r], [], [], REPORT_EVERY)
             except InterruptedError:

@@ -303,6 +303,7 @@ def test_soak_mixed_traffic_with_aborts_leaks_nothing(
 
     assert sorted(proxy.children()) == sorted(children), "a child died or was replaced"
     fds = _settle(children, {p: before[p][0] for p in children}, slack=8, timeout=20)
+    time.sleep(1.0)  # idle children give freed heap memory back (proxympm/mpm/memtrim.py)
     after = _footprint(children)
     total = sum(soak.outcomes.values()) - warm_outcomes
     print(f"\nsoak {elapsed:.0f}s, {total} actions: {dict(soak.outcomes)}")
@@ -316,9 +317,9 @@ def test_soak_mixed_traffic_with_aborts_leaks_nothing(
     for pid in children:
         assert fds[pid] <= before[pid][0] + 8, f"child {pid} fds {before[pid][0]} -> {fds[pid]}"
         assert after[pid][1] == before[pid][1], f"child {pid} threads changed"
-        # Memory comes back to a bound of its warm start (spool buffers, pool and the
-        # allocator's arenas may hold some).
-        assert after[pid][2] <= before[pid][2] + 32 * 1024, (
+        # Memory comes back to a bound of its warm start (pooled connections and
+        # CPython's arenas may hold some).
+        assert after[pid][2] <= before[pid][2] + 12 * 1024, (
             f"child {pid} RSS {before[pid][2]} -> {after[pid][2]} KiB")
 
     # No POST reached the backend twice; every completed upload reached it once.

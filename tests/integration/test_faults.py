@@ -208,9 +208,18 @@ def test_upstream_keepalive_race_get_retried_post_never_replayed(
 # -- process deaths ----------------------------------------------------------------------
 
 
+STATUS_CONF = """\
+StartServers 2
+<Location "/server-status">
+    SetHandler server-status
+    Require local
+</Location>
+ProxyPass "/" "http://127.0.0.1:{b}/"
+"""
+
+
 def test_child_sigkilled_under_load(proxympm: ProxyFactory, backend: Backend) -> None:
-    proxy = proxympm({"StartServers": 2, "ProxyPass": f'"/" "http://127.0.0.1:{backend.port}/"'},
-                     wait_children=2)
+    proxy = proxympm(STATUS_CONF, b=backend.port, wait_children=2)
     time.sleep(max(0.0, 2.2 - 0.0))  # past the arbiter's crash window
     kids = proxy.wait_children(2)
     victim = proxy.serving_child()
@@ -250,6 +259,21 @@ def test_child_sigkilled_under_load(proxympm: ProxyFactory, backend: Backend) ->
     assert victim not in new and len(set(new) - set(kids)) >= 1
     proxy.wait_for_log("error", rf"child pid {victim} exit signal 9")
     assert _get(proxy.port, "/final").status == 200
+    # The scoreboard recovers: two processes, the dead child's busy slots not leaked
+    # (only this status request is busy), no connection still counted.
+    deadline = time.monotonic() + 10
+    while True:
+        r = _get(proxy.port, "/server-status?auto")
+        auto = dict(line.split(": ", 1) for line in r.body.decode().splitlines()[1:]
+                    if ": " in line)
+        settled = (auto.get("Processes") == "2" and auto.get("BusyWorkers") == "1"
+                   and auto.get("Stopping") == "0" and "S" not in auto.get("Scoreboard", "S")
+                   and int(auto.get("ConnsTotal", 99)) <= 1)
+        if settled:
+            break
+        assert time.monotonic() < deadline, f"scoreboard did not recover: {auto}"
+        time.sleep(0.2)
+    assert int(auto["IdleWorkers"]) == 2 * 4 - 1
 
 
 def test_arbiter_sigkilled_children_exit(proxympm: ProxyFactory, backend: Backend) -> None:

@@ -154,9 +154,23 @@ def proxympm(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
         port: int | None = None,
         **values: object,
     ) -> Proxy:
+        # A port picked free may be taken (by an outgoing connection's ephemeral port)
+        # before proxympm binds it: then the same config starts again on another one.
+        for attempt in range(3):
+            proxy = _prepare(config, port or _free_port(), values)
+            if not start:
+                return proxy
+            try:
+                return proxy.start(wait_children)
+            except AssertionError:
+                if port is not None or attempt == 2 or "could not bind" not in proxy.stderr():
+                    raise
+                proxy.kill()
+        raise AssertionError("unreachable")
+
+    def _prepare(config: str | dict[str, object], port: int, values: dict[str, object]) -> Proxy:
         pdir = tmp_path / f"proxympm{len(started)}"
         pdir.mkdir()
-        port = port or _free_port()
         proxy = Proxy(
             dir=pdir,
             conf_path=pdir / "proxympm.conf",
@@ -175,7 +189,7 @@ def proxympm(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
         }
         proxy.conf_path.write_text(render_config(config, all_values))
         started.append(proxy)
-        return proxy.start(wait_children) if start else proxy
+        return proxy
 
     yield make
     for proxy in started:

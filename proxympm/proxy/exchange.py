@@ -645,11 +645,9 @@ class _Flow:
                     and not relay.pending and not relay.spool):
                 # A streaming route: the head and what came with it are out; the
                 # listener relays the rest as it comes, and this worker is free.
-                poolable = (not self.upstream_closed and self.relay_resp is not None
-                            and self.relay_resp.keep_alive and not params.disablereuse)
                 out.stream = StreamSpec(
                     up.sock, up.target.name, relay, self.buf, timeout, self.host_cfg.timeout,
-                    (lambda: self.ex.pool.release(state, up)) if poolable else None)
+                    (lambda: self._release(state)) if self._poolable(params) else None)
                 self._fill(out)
                 return
             while not relay.done:
@@ -671,11 +669,8 @@ class _Flow:
         except BaseException:
             up.sock.close()  # the client went away mid-relay: not reusable
             raise
-        reusable = (self.upload_complete and not self.upstream_closed and not self.buf
-                    and self.relay_resp is not None and self.relay_resp.keep_alive
-                    and not params.disablereuse and not params.proxyprotocol)
-        if reusable:
-            self.ex.pool.release(state, up, self.addrs.listed if self.addrs else None)
+        if self._poolable(params) and not self.buf:
+            self._release(state)
         else:
             up.sock.close()
         if relay.spool.spill_error:
@@ -685,6 +680,21 @@ class _Flow:
         self._fill(out)
         if not self.upload_complete:
             out.client_keepalive = False  # the rest of the request body was never read
+
+    def _poolable(self, params: WorkerParams) -> bool:
+        """Whether the upstream connection may carry another request once the response
+        body is complete and nothing followed it (the caller checks that part: a
+        worker at once, the listener's stream relay at the end). One test for both
+        relays, so a PROXY header's connection is never kept by either."""
+        return (self.upload_complete and not self.upstream_closed
+                and self.relay_resp is not None and self.relay_resp.keep_alive
+                and not params.disablereuse and not params.proxyprotocol)
+
+    def _release(self, state: BackendState) -> None:
+        """Back to the pool, unless the name's address set dropped its address
+        meanwhile (a stream can outlive its address). Worker or listener thread."""
+        assert self.up is not None
+        self.ex.pool.release(state, self.up, self.addrs.listed if self.addrs else None)
 
     def abort(self, out: Outcome, message: str) -> None:
         assert self.up is not None

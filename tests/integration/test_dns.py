@@ -228,3 +228,40 @@ ProxyPass "/" "balancer://mixed/"
         dns.set_hosts({"good.test": ["127.0.0.2"], "gone.test": ["127.0.0.3"]})
         _until(lambda: "b3" in _who(s, proxy.url, 2), 5, "the member used once it resolves")
     assert b3.requests
+
+
+def test_a_streamed_body_from_a_removed_address_is_not_pooled_after_it(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    """A body the listener relays (flushpackets=on) from an address that leaves the
+    name meanwhile: its upstream connection is closed at the end, as one relayed by a
+    worker is, not kept in the pool where no request would ever take it again."""
+    import socket
+
+    (b2,) = _backends(backend_factory, "127.0.0.2")
+    dns = dnsmasq({"app.test": ["127.0.0.2"]}, ttl=1)
+    size = 16_000_000  # more than the socket buffers hold: the stream waits for us
+    proxy = proxympm("""
+ProxyDNSServers {dns}
+ProxyPass "/" "http://app.test:{p}/" flushpackets=on
+""", dns=dns.server, p=b2.port)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            data = s.recv(65536)
+            assert data, got
+            got += data
+        # the client reads no more: the listener holds the stream, reading nothing
+        dns.set_hosts({"app.test": ["127.0.0.3"]})
+        proxy.wait_for_log("error", r"DNS: app\.test now resolves to 127\.0\.0\.3")
+        head, body = got.split(b"\r\n\r\n", 1)
+        assert b"content-length: %d" % size in head.lower()
+        received = len(body)
+        while received < size:
+            data = s.recv(1 << 20)
+            assert data, received
+            received += len(data)
+    _until(lambda: b2.open_connections == 0, 5,
+           "the connection to the removed address closed after its stream")

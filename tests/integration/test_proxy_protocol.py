@@ -255,3 +255,53 @@ def test_exceptions_connect_without_a_header(proxympm: Callable[..., Proxy],
             pass
     proxy.wait_for_log("error", r"\[client 127\.0\.0\.5:\d+\] AH03507")
     assert [r.target for r in backend.requests] == ["/plain"]
+
+
+def test_a_streamed_body_over_a_proxy_header_connection_is_not_pooled(
+        proxympm: Callable[..., Proxy]) -> None:
+    """An upstream connection that began with a PROXY header speaks for one client
+    only: after a body the listener relayed (flushpackets=on) it is closed, as after
+    one a worker relayed, not kept idle in the pool."""
+    import threading
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    first_seen = threading.Event()
+    seen: dict[str, bytes | None] = {}
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(10)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += conn.recv(65536)
+            seen["header"] = buf.split(b"\r\n", 1)[0]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n")
+            if not first_seen.wait(10):
+                return
+            conn.sendall(b"5\r\nlast\n\r\n0\r\n\r\n")
+            try:
+                seen["after"] = conn.recv(65536)  # b"": the proxy closed it
+            except TimeoutError:
+                seen["after"] = None
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    proxy = proxympm("ProxyPass / http://127.0.0.1:{u}/ flushpackets=on proxyprotocol=v1\n",
+                     u=lsock.getsockname()[1])
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            for mark in (b"first\n", b"0\r\n\r\n"):
+                while mark not in got:
+                    data = s.recv(65536)
+                    assert data, got
+                    got += data
+                first_seen.set()
+            thread.join(15)
+    finally:
+        lsock.close()
+    assert seen["header"].startswith(b"PROXY TCP4 127.0.0.1 127.0.0.1 ")
+    assert seen.get("after") == b"", seen

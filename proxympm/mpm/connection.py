@@ -94,6 +94,13 @@ class Connection:
         found = self.client_addr
         return found.ip if found is not None else self.peer[0]
 
+    @property
+    def client(self) -> tuple[str, int]:
+        """``client_ip`` with its port: the client the error log names for what
+        happens to the current request (a tunnel's or a stream's end included)."""
+        found = self.client_addr
+        return (found.ip, found.port) if found is not None else self.peer
+
     def rule_env(self) -> RuleEnv:
         return RuleEnv(self.tls, self.client_ip, self.started)
 

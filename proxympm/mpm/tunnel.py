@@ -340,7 +340,7 @@ class Tunnels:
             listener.dispatch(conn)
 
     def _abort_stream(self, s: Stream, message: str) -> None:
-        self.listener.log.error("proxy", message, s.conn.peer)
+        self.listener.log.error("proxy", message, s.conn.client)
         s.on_done(s.relay.body_bytes, s.relay.bytes_out)
         self._close(s)
 
@@ -391,11 +391,11 @@ class Tunnels:
                 continue
             if isinstance(t, Tunnel):
                 self.listener.log.info("proxy", f"tunnel idle for {t.timeout:g}s; closing it",
-                                       t.conn.peer)
+                                       t.conn.client)
                 self._close(t)
             elif waits_for_client:
                 self.listener.log.info("core", "AH01084: timed out writing the response to "
-                                       "the client", t.conn.peer)
+                                       "the client", t.conn.client)
                 t.on_done(t.relay.body_bytes, t.relay.bytes_out)
                 self._close(t)
             else:

@@ -127,8 +127,7 @@ class Worker:
             req.headers = headers
             req.lnames = [name.lower() for name, _ in headers]
             conn.keep_proto = b"x-forwarded-proto" in named
-        found = conn.client_addr
-        client = (found.ip, found.port) if found is not None else conn.peer
+        client = conn.client
         score = self.score
         if score is not None:
             score.begin(WRITE_W if body.done else READ_R, req.request_line, client,

@@ -145,6 +145,27 @@ def test_idle_tunnel_is_closed(proxympm: MakeProxy, ws_backend, backend: Backend
     proxy.wait_for_log("error", r"tunnel idle for 1s; closing it")
 
 
+def test_tunnel_log_lines_name_the_believed_client(proxympm: MakeProxy, ws_backend,
+                                                  backend: Backend) -> None:
+    """Behind a trusted proxy (RemoteIPHeader), the listener's lines about a tunnel
+    name the client mod_remoteip believes, as the worker's lines about its request
+    and the access log do, not the proxy in front."""
+    w = ws_backend()
+    proxy = proxympm(CONF, w=w.port, b=backend.port, extra="""
+ProxyWebsocketIdleTimeout 1
+RemoteIPHeader X-Forwarded-For
+RemoteIPInternalProxy 127.0.0.1
+""")
+    with _client(f"ws://127.0.0.1:{proxy.port}/ws",
+                 additional_headers={"X-Forwarded-For": "203.0.113.50"}) as ws:
+        ws.send("before")
+        assert ws.recv(timeout=10) == "before"
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=15)
+    proxy.wait_for_log("access", r'^203\.0\.113\.50 .*"GET /ws HTTP/1\.1" 101 ')
+    proxy.wait_for_log("error", r"\[client 203\.0\.113\.50:\d+\] tunnel idle for 1s")
+
+
 def test_wss_backend_behind_a_tls_front(proxympm: MakeProxy, ws_backend, backend: Backend,
                                         certs) -> None:
     w = ws_backend(tls=(certs.cert_pem, certs.key_pem))

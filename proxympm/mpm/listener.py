@@ -226,10 +226,11 @@ class Listener:
         lsock, spec, host, ctx = self.by_fd[lfd]
         for _ in range(ACCEPT_BATCH):
             if not self._may_accept():
-                if len(self.conns) >= self.max_conns and not self.cap_logged:
+                held = len(self.conns) + self.tunnels.count  # as _may_accept counts
+                if held >= self.max_conns and not self.cap_logged:
                     self.cap_logged = True
                     self.log.warn("mpm", f"too many open connections "
-                                  f"({len(self.conns)}, the cap RLIMIT_NOFILE leaves), not "
+                                  f"({held}, the cap RLIMIT_NOFILE leaves), not "
                                   "accepting new connections in this process")
                 self._set_accepting(False)
                 # A worker that finished between the check and the flag saw no pause

@@ -337,3 +337,44 @@ def test_backpressure_holds_a_fast_sender_instead_of_buffering(proxympm: MakePro
         assert received[:len(block)] == block
     finally:
         lsock.close()
+
+
+def test_tunnels_at_the_connection_cap_pause_accepting_and_say_so(
+        proxympm: MakeProxy, ws_backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tunnel holds two descriptors, and the cap counts both: with RLIMIT_NOFILE 256
+    and ThreadsPerChild 4 the cap is 180, so 90 tunnels fill it. The next client
+    waits in the backlog, the operator is told why, and it is served once a tunnel
+    ends."""
+    import base64
+    import time
+
+    from tests.support.faults import wrapped_command
+    from tests.support.wsclient import accept_value, handshake_request, open_many
+
+    w = ws_backend()
+    monkeypatch.setenv("PROXYMPM_CMD", wrapped_command(nofile=256))
+    proxy = proxympm("""
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 4
+MaxRequestWorkers 4
+ProxyPass /ws ws://127.0.0.1:{w}/ws
+""", w=w.port)
+    socks = open_many(proxy.port, b"/ws", 90, batch=30, timeout=30)
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as late:
+            key = base64.b64encode(os.urandom(16))
+            late.sendall(handshake_request(b"/ws", b"x", key))
+            proxy.wait_for_log("error", r"too many open connections")
+            socks.pop().close()  # one tunnel ends: room for the waiting client
+            deadline = time.monotonic() + 10
+            head = b""
+            while b"\r\n\r\n" not in head and time.monotonic() < deadline:
+                data = late.recv(65536)
+                assert data, head
+                head += data
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            assert accept_value(key) in head
+    finally:
+        for s in socks:
+            s.close()

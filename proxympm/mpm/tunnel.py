@@ -83,6 +83,45 @@ class _Side:
         self.armed = -1  # what the poller is armed for (-1: unknown)
         self.registered = registered
 
+    def send_out(self) -> bool | None:
+        """Write what waits in ``out``: True if all of it went, False if some did
+        (the rest waits for room), None if nothing could go now; ``wr_need`` says
+        which event to wait for."""
+        try:
+            n = self.sock.send(self.out)
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            self.wr_need = WRITE
+            return None
+        except ssl.SSLWantReadError:
+            self.wr_need = READ
+            return None
+        if n < len(self.out):  # the socket buffer is full: wait for room
+            self.out = memoryview(self.out)[n:]
+            self.wr_need = WRITE
+            return False
+        self.out = b""
+        return True
+
+    def recv(self) -> bytes | None:
+        """What the socket has (b"" at EOF), or None if nothing now; ``rd_need``
+        says which event to wait for."""
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            self.rd_need = READ
+        except ssl.SSLWantWriteError:
+            self.rd_need = WRITE
+        return None
+
+    def may_read_more(self, rounds: int) -> bool:
+        """After ``rounds`` reads in this event: go on, or let the other connections
+        have their turn (bytes OpenSSL already decrypted are read on, the poller
+        cannot report them)."""
+        if rounds < ROUNDS or (self.tls and self.sock.pending()):  # type: ignore[attr-defined]
+            return True
+        self.rd_need = READ  # more may be there: the level-triggered poll says so
+        return False
+
 
 class Tunnel:
     __slots__ = ("conn", "client", "upstream", "timeout", "last", "closed")
@@ -215,20 +254,12 @@ class Tunnels:
         rounds = 0
         while True:
             if dst.out:
-                try:
-                    n = dst.sock.send(dst.out)
-                except (BlockingIOError, ssl.SSLWantWriteError):
-                    dst.wr_need = WRITE
-                    return progress
-                except ssl.SSLWantReadError:
-                    dst.wr_need = READ
+                sent = dst.send_out()
+                if sent is None:
                     return progress
                 progress = True
-                if n < len(dst.out):  # the socket buffer is full: wait for room
-                    dst.out = memoryview(dst.out)[n:]
-                    dst.wr_need = WRITE
+                if not sent:
                     return progress
-                dst.out = b""
             if src.eof:
                 if not dst.tls and not dst.shut:
                     dst.shut = True
@@ -237,16 +268,10 @@ class Tunnels:
                     except OSError:
                         pass
                 return progress
-            if rounds >= ROUNDS and not (src.tls and src.sock.pending()):  # type: ignore[attr-defined]
-                src.rd_need = READ  # more may be there: the level-triggered poll says so
+            if not src.may_read_more(rounds):
                 return progress
-            try:
-                data = src.sock.recv(RECV_SIZE)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                src.rd_need = READ
-                return progress
-            except ssl.SSLWantWriteError:
-                src.rd_need = WRITE
+            data = src.recv()
+            if data is None:
                 return progress
             progress = True
             rounds += 1
@@ -271,33 +296,19 @@ class Tunnels:
         try:
             while True:
                 if c.out:
-                    try:
-                        n = c.sock.send(c.out)
-                    except (BlockingIOError, ssl.SSLWantWriteError):
-                        c.wr_need = WRITE
-                        break
-                    except ssl.SSLWantReadError:
-                        c.wr_need = READ
+                    sent = c.send_out()
+                    if sent is None:
                         break
                     s.last = time.monotonic()
-                    if n < len(c.out):
-                        c.out = memoryview(c.out)[n:]
-                        c.wr_need = WRITE
+                    if not sent:
                         break
-                    c.out = b""
                 if relay.done:
                     self._finish_stream(s)
                     return
-                if rounds >= ROUNDS and not (u.tls and u.sock.pending()):  # type: ignore[attr-defined]
-                    u.rd_need = READ
+                if not u.may_read_more(rounds):
                     break
-                try:
-                    data = u.sock.recv(RECV_SIZE)
-                except (BlockingIOError, ssl.SSLWantReadError):
-                    u.rd_need = READ
-                    break
-                except ssl.SSLWantWriteError:
-                    u.rd_need = WRITE
+                data = u.recv()
+                if data is None:
                     break
                 rounds += 1
                 s.last = time.monotonic()

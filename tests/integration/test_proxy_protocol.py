@@ -36,6 +36,14 @@ def v2_tcp6(src: str, sport: int, dst: str, dport: int) -> bytes:
     return V2_SIG + b"\x21\x21" + struct.pack("!H", len(body)) + body
 
 
+HAPROXY_DEFAULTS = """
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+"""
+
 LOG = 'LogFormat "%a %{c}a %r" pp\nCustomLog {access_log} pp\n'
 
 
@@ -172,12 +180,7 @@ Listen {port} https
 def test_behind_a_real_haproxy(pp_proxy: Proxy, backend: Backend,
                                haproxies: Callable[[str], HAProxy], send: str) -> None:
     front = free_port()
-    haproxies(f"""
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 10s
-    timeout server 10s
+    haproxies(HAPROXY_DEFAULTS + f"""
 frontend f
     bind 127.0.0.2:{front}
     default_backend b
@@ -201,12 +204,7 @@ backend b
 def test_towards_a_real_haproxy_backend(proxympm: Callable[..., Proxy], backend: Backend,
                                         haproxies: Callable[[str], HAProxy]) -> None:
     v1, v2 = free_port(), free_port()
-    haproxies(f"""
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 10s
-    timeout server 10s
+    haproxies(HAPROXY_DEFAULTS + f"""
 frontend v1
     bind 127.0.0.1:{v1} accept-proxy
     http-request set-header X-PP-Src %[src]

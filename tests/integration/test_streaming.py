@@ -81,6 +81,27 @@ def gated() -> Iterator[Callable[..., GatedEvents]]:
         g.close()
 
 
+def _see_each_event(s: socket.socket, events: GatedEvents,
+                    meanwhile: Callable[[int], None] | None = None) -> bytes:
+    """Read the head, then each event, letting the backend send the next only once
+    this one arrived (``meanwhile(i)`` runs after piece i), then the last chunk."""
+    got = b""
+    marks = [b"\r\n\r\n"] + [b"data: event-%d\n\n" % i for i in range(events.count)]
+    for i, mark in enumerate(marks):
+        while mark not in got:
+            data = s.recv(65536)
+            assert data, f"connection closed before piece {i}: {got!r}; {events.failure}"
+            got += data
+        events.seen[i].set()
+        if meanwhile is not None:
+            meanwhile(i)
+    while not got.endswith(b"0\r\n\r\n"):
+        data = s.recv(65536)
+        assert data, got
+        got += data
+    return got
+
+
 @pytest.mark.parametrize(("switch", "chunked"), [
     ("flushpackets=on", True),
     ("responsebuffering=off", False),
@@ -99,27 +120,18 @@ ProxyPass / http://127.0.0.1:{{b}}/
 """, e=events.port, b=backend.port)
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=WAIT + 5) as s:
         s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        got = b""
-        marks = [b"\r\n\r\n"] + [b"data: event-%d\n\n" % i for i in range(4)]
-        for i, mark in enumerate(marks):
-            while mark not in got:
-                data = s.recv(65536)
-                assert data, f"connection closed before piece {i}: {got!r}; {events.failure}"
-                got += data
-            events.seen[i].set()
-            # While an event stream is open, other requests are still served.
+
+        def meanwhile(i: int) -> None:  # while an event stream is open, others are served
             if i in (0, 2):
                 assert requests.get(f"{proxy.url}/other", timeout=10).status_code == 200
+
+        got = _see_each_event(s, events, meanwhile)
         head = got.split(b"\r\n\r\n", 1)[0].lower()
         assert head.startswith(b"http/1.1 200 ")
         assert b"content-type: text/event-stream" in head
         # Chunked to the HTTP/1.1 client either way (a close-delimited upstream body
         # is re-framed), so the connection lives on for the next request.
         assert b"transfer-encoding: chunked" in head
-        while not got.endswith(b"0\r\n\r\n"):
-            data = s.recv(65536)
-            assert data, got
-            got += data
         s.sendall(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
         after = s.recv(65536)
         assert after.startswith(b"HTTP/1.1 200 "), after
@@ -183,18 +195,7 @@ Listen 127.0.0.1:{{port}} https
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=WAIT + 5) as raw, \
             ctx.wrap_socket(raw, server_hostname="localhost") as s:
         s.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        got = b""
-        marks = [b"\r\n\r\n"] + [b"data: event-%d\n\n" % i for i in range(3)]
-        for i, mark in enumerate(marks):
-            while mark not in got:
-                data = s.recv(65536)
-                assert data, f"closed before piece {i}: {got!r}; {events.failure}"
-                got += data
-            events.seen[i].set()
-        while not got.endswith(b"0\r\n\r\n"):
-            data = s.recv(65536)
-            assert data, got
-            got += data
+        _see_each_event(s, events)
     assert events.failure is None, events.failure
 
 

@@ -56,8 +56,6 @@ import pycares
 
 from proxympm.config.model import DEFAULT_DNS_TTL_CEILING, DEFAULT_DNS_TTL_FLOOR
 
-Address = tuple[socket.AddressFamily, tuple]
-
 STARTUP_WAIT = 5.0  # seconds a child waits for its first answers before serving
 QUERY_TIMEOUT = 1.0  # c-ares per-try timeout (seconds) ...
 QUERY_TRIES = 2  # ... and tries per name server
@@ -270,10 +268,6 @@ class Resolver:
             self._poke()
         return found
 
-    def addresses(self, host: str, port: int) -> list[Address]:
-        """The current addresses of ``host:port``, in the order to try them."""
-        return [(e.family, e.sockaddr) for e in self.address_set(host, port).order()]
-
     def start(self, wait: float = STARTUP_WAIT) -> None:
         """Start the ``dns`` thread; return once the first round is done, or after
         ``wait`` seconds (the names still missing keep being tried)."""
@@ -289,16 +283,6 @@ class Resolver:
         self._poke()
         if self._thread is not None:
             self._thread.join(LOOKUP_DEADLINE)
-
-    def resolve_all(self, names: Iterable[tuple[str, int]], timeout: float = 5.0) -> None:
-        """Resolve ``(host, port)`` pairs once, now, in the calling thread (for a
-        caller without the background thread, e.g. a one-shot check)."""
-        for host, port in names:
-            self.address_set(host, port)
-        with self._lock:
-            due = list(self._names.values())
-        if due:
-            asyncio.run(asyncio.wait_for(self._round(due), timeout + LOOKUP_DEADLINE))
 
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake

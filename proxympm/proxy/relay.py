@@ -9,6 +9,8 @@ leave in a single send together with their head.
 
 Runs on one worker thread; the exchange drives it both after the request was sent
 and, for upstreams that answer early, while the request body is still going up.
+On a streaming route the worker then hands it over (``StreamSpec``): from there on
+only the listener thread calls it (``take``), and the worker never touches it again.
 """
 
 from __future__ import annotations

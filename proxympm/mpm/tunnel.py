@@ -124,6 +124,8 @@ class _Side:
 
 
 class Tunnel:
+    """A switched connection (after a 101): bytes relayed both ways as they come."""
+
     __slots__ = ("conn", "client", "upstream", "timeout", "last", "closed")
 
     def __init__(self, conn: Connection, spec: TunnelSpec) -> None:

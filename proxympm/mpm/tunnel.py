@@ -163,6 +163,13 @@ class Stream:
         self.closed = False
 
 
+def _shortest(t: Tunnel | Stream) -> float:
+    """The shortest idle limit that may apply to ``t``: a stream waits either for its
+    backend (its timeout) or for the client (Timeout), and its one heap entry must
+    not come due after either."""
+    return min(t.timeout, t.client_timeout) if isinstance(t, Stream) else t.timeout
+
+
 class Tunnels:
     """Every tunnel of one child; owned by the listener thread."""
 
@@ -175,7 +182,8 @@ class Tunnels:
             queue.SimpleQueue())
         self.by_fd: dict[int, Tunnel | Stream] = {}
         # (deadline, seq, tunnel), one entry per tunnel; activity moves a tunnel's
-        # deadline lazily: an entry that comes due early is pushed again, not searched.
+        # deadline lazily: an entry that comes due early is pushed again, not searched
+        # (see _shortest for a stream's two limits).
         self.deadlines: list[tuple[float, int, Tunnel | Stream]] = []
         self.seq = 0
 
@@ -216,7 +224,7 @@ class Tunnels:
             self.by_fd[t.client.fd] = t
             self.by_fd[t.upstream.fd] = t
             self.seq += 1
-            heapq.heappush(self.deadlines, (t.last + t.timeout, self.seq, t))
+            heapq.heappush(self.deadlines, (t.last + _shortest(t), self.seq, t))
             self._pump(t)
 
     def on_event(self, fd: int) -> None:
@@ -399,8 +407,10 @@ class Tunnels:
             limit = t.client_timeout if waits_for_client else t.timeout  # type: ignore[union-attr]
             due = t.last + limit
             if due > now:
+                # A stream may start waiting on the other side (another limit) at any
+                # moment without a new entry: look again within the shorter limit.
                 self.seq += 1
-                heapq.heappush(heap, (due, self.seq, t))
+                heapq.heappush(heap, (min(due, now + _shortest(t)), self.seq, t))
                 continue
             if isinstance(t, Tunnel):
                 self.listener.log.info("proxy", f"tunnel idle for {t.timeout:g}s; closing it",

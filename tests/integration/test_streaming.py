@@ -217,3 +217,21 @@ ProxyPass / http://127.0.0.1:{b}/ flushpackets=on
         after = session.get(f"{proxy.url}/echo-json", timeout=10).json()
     # the same upstream connection carried the next request (it went back to the pool)
     assert after["number_on_connection"] == 2, after
+
+
+def test_a_client_that_stops_reading_a_stream_is_dropped_after_timeout(
+        proxympm: MakeProxy, backend: Backend) -> None:
+    """Timeout bounds each wait for the client, also on a streaming route whose backend
+    may be silent far longer (ProxyTimeout, for long polls): a client that stops
+    reading is dropped after Timeout, not after ProxyTimeout."""
+    proxy = proxympm("""
+Timeout 2
+ProxyTimeout 60
+ProxyPass / http://127.0.0.1:{b}/ flushpackets=on
+""", b=backend.port)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as s:
+        s.sendall(b"GET /bytes/64000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # read no more: the socket buffers fill, the listener waits for us
+        proxy.wait_for_log("error", r"AH01084: timed out writing the response to the client",
+                           timeout=20)

@@ -68,6 +68,9 @@ def test_log_lines_escape_what_clients_send(proxympm: ProxyFactory, backend: Bac
             ("User-Agent", 'ua "quoted" \\ \xff'),
             ("Referer", "ref\ttab")])
     assert ok.status == 200
+    # The worker logs after the client has its answer; the 400 below is logged at once
+    # by the listener: wait, so that the lines come in the order asserted.
+    proxy.wait_for_log("access", r'" 200 ')
     with RawClient(proxy.port) as c:  # ESC is not a legal header byte: refused
         c.send(b"GET /esc HTTP/1.1\r\nHost: x\r\nUser-Agent: a\x1b[31mred\r\n\r\n")
         bad = c.read_response()

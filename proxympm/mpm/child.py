@@ -121,6 +121,10 @@ class Child:
                    self.access_logs, self.error_log)
             for i in range(config.threads_per_child)
         )
+        # The listener forwards small requests itself (no thread hand-off) when it can.
+        self.listener.inline = Worker(-1, self.work_queue, self.listener, self.exchange,
+                                      self.hosts, self.routers, self.access_logs,
+                                      self.error_log)
 
     def _wants_buffering(self, conn: Connection) -> bool:
         """Listener thread: does this request's route buffer its body (the default)?

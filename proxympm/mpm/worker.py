@@ -26,7 +26,7 @@ from proxympm.mpm.connection import Connection
 from proxympm.mpm.listener import Listener
 from proxympm.proxy import header_rules
 from proxympm.proxy.client_address import believe
-from proxympm.proxy.exchange import Exchange, Outcome
+from proxympm.proxy.exchange import Exchange, InlineFlow, Outcome
 from proxympm.proxy.routing import HostTable, Router
 
 # httpd's ap_status_drops_connection: after these, the connection is closed.
@@ -83,28 +83,19 @@ class Worker:
         req = conn.request
         body = conn.body
         assert req is not None and body is not None
+        if conn.inline is not None:  # the listener began it (and maybe sent it upstream)
+            flow, host, start, keepalive, route, upstream_path, client = conn.inline
+            conn.inline = None
+            out = self.exchange.forward(
+                conn, client, req, body, conn.body_parts, conn.body_file, host,
+                route.target, route.params, upstream_path, keepalive, resume=flow,
+            )
+            return self.conclude(conn, host, out, start, keepalive)
         start = time.time()
         host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
         conn.requests += 1
-        conn.started = start
-        conn.client_addr = (believe(host, conn.peer, req)
-                            if host.remote_ip_header or host.add_forwarded else None)
-        conn.rules = rules = header_rules.select(host, req.path)
-        conn.keep_proto = False
-        if rules is not None and rules.request:
-            headers, named = header_rules.apply_request(rules.request, req, conn.rule_env(),
-                                                        req.headers)
-            req.headers = headers
-            req.lnames = [name.lower() for name, _ in headers]
-            conn.keep_proto = b"x-forwarded-proto" in named
-        found = conn.client_addr
-        client = (found.ip, found.port) if found is not None else conn.peer
-        keepalive = (
-            host.keepalive
-            and req.keep_alive
-            and not self.listener.stopping
-            and (host.max_keepalive_requests == 0 or conn.requests < host.max_keepalive_requests)
-        )
+        client = self._begin(conn, host, start)
+        keepalive = self._keepalive(conn, host)
         out: Outcome
         if conn.sni_host is not None and host is not conn.sni_host:
             out = Outcome(error=421)
@@ -122,6 +113,48 @@ class Worker:
                     conn, client, req, body, conn.body_parts, conn.body_file, host,
                     route.target, route.params, upstream_path, keepalive,
                 )
+        return self.conclude(conn, host, out, start, keepalive)
+
+    def _begin(self, conn: Connection, host: HostConfig, start: float) -> tuple[str, int]:
+        """Per-request state on the connection (start time, believed client address,
+        Header rules, request rules applied); returns the client address to forward."""
+        req = conn.request
+        assert req is not None
+        conn.started = start
+        conn.client_addr = (believe(host, conn.peer, req)
+                            if host.remote_ip_header or host.add_forwarded else None)
+        conn.rules = rules = header_rules.select(host, req.path)
+        conn.keep_proto = False
+        if rules is not None and rules.request:
+            headers, named = header_rules.apply_request(rules.request, req, conn.rule_env(),
+                                                        req.headers)
+            req.headers = headers
+            req.lnames = [name.lower() for name, _ in headers]
+            conn.keep_proto = b"x-forwarded-proto" in named
+        found = conn.client_addr
+        return (found.ip, found.port) if found is not None else conn.peer
+
+    def _keepalive(self, conn: Connection, host: HostConfig) -> bool:
+        """May the connection stay open after this request (``conn.requests`` counts
+        it already)?"""
+        req = conn.request
+        assert req is not None
+        return (
+            host.keepalive
+            and req.keep_alive
+            and not self.listener.stopping
+            and (host.max_keepalive_requests == 0 or conn.requests < host.max_keepalive_requests)
+        )
+
+    def conclude(self, conn: Connection, host: HostConfig, out: Outcome, start: float,
+                 keepalive: bool) -> bool | None:
+        """After the exchange: the response (or our error answer) becomes the
+        connection's output, the access log gets its line. Returns what ``serve_one``
+        returns."""
+        req = conn.request
+        body = conn.body
+        assert req is not None and body is not None
+        rules = conn.rules
         close = not out.client_keepalive or not keepalive
         if out.error:
             out.status = out.error
@@ -153,6 +186,44 @@ class Worker:
             conn.spool = out.spool
         self._access(conn, host, out, start, "-" if close else "+")
         return close
+
+    # -- inline exchanges: these run on the listener thread ------------------------------
+
+    def start_inline(self, conn: Connection) -> InlineFlow | None:
+        """Listener thread: start ``conn.request`` as an inline exchange if it can be
+        one (see Exchange.start_inline); the context goes to ``conn.inline``."""
+        req = conn.request
+        body = conn.body
+        assert req is not None and body is not None
+        host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
+        if (conn.sni_host is not None and host is not conn.sni_host) or req.path == b"*":
+            return None
+        match = self.routers[id(host)].match(req.path)
+        if match is None or match[0].target is None:
+            return None
+        route, upstream_path = match
+        if not self.exchange.may_inline(req, body, conn.body_file, route.target,
+                                        route.params):
+            return None
+        start = time.time()
+        conn.requests += 1
+        client = self._begin(conn, host, start)
+        keepalive = self._keepalive(conn, host)
+        flow = self.exchange.start_inline(
+            conn, client, req, body, conn.body_parts, host, route.target, route.params,
+            upstream_path, keepalive)
+        # Without a flow nothing was sent: a worker forwards it, with this request's
+        # rules already applied (they must not run twice).
+        conn.inline = (flow, host, start, keepalive, route, upstream_path, client)
+        return flow
+
+    def finish_inline(self, conn: Connection) -> bool | None:
+        """Listener thread: the inline response is complete upstream (as ``serve_one``)."""
+        assert conn.inline is not None
+        flow, host, start, keepalive = conn.inline[:4]
+        conn.inline = None
+        out = self.exchange.finish_inline(flow)
+        return self.conclude(conn, host, out, start, keepalive)
 
     def _access(self, conn: Connection, host: HostConfig, out: Outcome, start: float,
                 status: str) -> None:

@@ -129,6 +129,11 @@ class Pool:
             for up in doomed:
                 up.sock.close()
 
+    def put_back(self, state: BackendState, up: Upstream) -> None:
+        """An idle connection taken but not used: back on top, unchanged."""
+        with state.lock:
+            state.idle.append(up)
+
     def close_all(self) -> None:
         for state in list(self._backends.values()):
             with state.lock:

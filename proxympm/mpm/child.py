@@ -192,7 +192,9 @@ class Child:
             return
         listener = self.listener
         tpc = len(self.workers)
-        busy = min(tpc, max(0, listener.outstanding()))
+        # An inline exchange in flight is a request being served, as a worker's is
+        # (httpd counts requests in progress): load spawns children the same way.
+        busy = min(tpc, max(0, listener.outstanding()) + len(listener.upstreams))
         stopping = stopping or listener.stopping
         idle = tpc - busy if listener.accepting and not stopping else 0
         self.scoreboard.report(self.slot, busy, idle, len(listener.conns), stopping)

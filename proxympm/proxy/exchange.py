@@ -61,6 +61,9 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 RECV_SIZE = 65536
 INLINE_DONE, INLINE_WAIT, INLINE_HANDOFF = 0, 1, 2
 INLINE_SPOOL = 128 * 1024  # an inline response spooling more than this goes to a worker
+# The listener's receive buffer for inline exchanges (one thread uses it): a 64 KiB
+# response and its head arrive in one recv, and no bytes object is allocated per recv.
+_SCRATCH = memoryview(bytearray(256 * 1024))
 
 
 class ClientSide(Protocol):

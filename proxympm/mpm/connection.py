@@ -46,7 +46,7 @@ class Connection:
         "sock", "fd", "peer", "local", "tls", "state", "epoch", "inbuf", "reader",
         "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
         "bytes_in", "registered", "read_deadline", "stage_start", "stage_bytes", "stage",
-        "spool", "body_file", "buffer_body", "inline",
+        "spool", "body_file", "buffer_body", "inline", "queued_epoch",
         # per request, set by the worker: believed client address (mod_remoteip),
         # the Header rules that apply, and when the request started
         "client_addr", "rules", "started", "keep_proto",
@@ -86,6 +86,7 @@ class Connection:
         self.started = 0.0
         self.keep_proto = False
         self.pending_tls: ssl.SSLContext | None = None
+        self.queued_epoch = -1  # the epoch whose read deadline is in the listener's heap
         # An inline exchange in flight (Worker.start_inline): its flow and context.
         self.inline: tuple | None = None
 

@@ -378,10 +378,10 @@ class Listener:
         try:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, ssl.SSLWantReadError):
-            self.arm(conn, READ)
+            self._wait_reading(conn, READ)
             return
         except ssl.SSLWantWriteError:
-            self.arm(conn, WRITE)
+            self._wait_reading(conn, WRITE)
             return
         except OSError:
             self.close(conn)
@@ -400,12 +400,22 @@ class Listener:
         self._enter_reading(conn, State.READ_HEAD, conn.host_cfg.read_timeout.header)
 
     def _enter_reading(self, conn: Connection, state: State, stage: ReadStage) -> None:
+        """The stage's clock starts now; its deadline is queued only if the
+        connection has to wait (``_wait_reading``): a keep-alive request that is
+        complete in its first read never touches the deadline heap."""
         conn.set_state(state)
         if stage.timeout:
             conn.start_stage(stage, time.monotonic())
-            self.reading.push(conn)
         else:
             conn.stage = None
+
+    def _wait_reading(self, conn: Connection, events: int) -> None:
+        """A reading connection waits for more: its read deadline is queued (once per
+        state) and it is armed."""
+        if conn.stage is not None and conn.queued_epoch != conn.epoch:
+            conn.queued_epoch = conn.epoch
+            self.reading.push(conn)
+        self.arm(conn, events)
 
     def advance(self, conn: Connection) -> bool:
         """Parse what is buffered. True: a request is ready for a worker. False: the
@@ -416,7 +426,7 @@ class Listener:
             if conn.request is None:
                 parsed = conn.reader.read(conn.inbuf)
                 if parsed is None:
-                    self.arm(conn, READ)
+                    self._wait_reading(conn, READ)
                     return False
                 conn.request, conn.body = parsed
                 conn.buffer_body = not conn.body.done and self.wants_buffering(conn)
@@ -435,7 +445,7 @@ class Listener:
                 return True  # a streaming route: the worker relays the rest as it comes
             if conn.state != State.READ_BODY:
                 self._enter_reading(conn, State.READ_BODY, conn.host_cfg.read_timeout.body)
-            self.arm(conn, READ)
+            self._wait_reading(conn, READ)
             return False
         except HTTPError as exc:
             self.reject(conn, exc)

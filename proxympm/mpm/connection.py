@@ -4,7 +4,9 @@ Ownership: a connection is owned by exactly one thread at a time. The listener
 owns it while it waits on the network (PROXY_HEADER, HANDSHAKE, READ_HEAD, READ_BODY,
 KEEPALIVE, WRITE_COMPLETION, LINGER, TUNNEL); a worker owns it from the moment it is taken
 off the worker queue until it hands it back (PROCESSING). Ownership moves with
-the hand-off itself (queue put, or epoll re-arm), so no field needs a lock.
+the hand-off itself (queue put, or epoll re-arm), so no field needs a lock. An
+inline exchange (listener.py) is PROCESSING owned by the listener until it ends or
+is queued for a worker.
 
 The blocking helpers at the bottom are for the worker only: the socket stays
 non-blocking (the listener's epoll needs that), and the worker waits with poll()

@@ -6,6 +6,17 @@ handshakes, half-read request heads (and small bodies being buffered), idle
 keep-alive connections, response tails in write completion, and lingering
 closes. Workers only ever receive connections with a complete request head.
 
+Inline exchanges: a complete small request on a plain-HTTP route with a pooled
+upstream connection is forwarded by this thread itself (Worker.start_inline,
+Exchange.start_inline): the request goes out without blocking, the upstream socket
+joins this poller (``upstreams``), and the answer is relayed when it arrives. No
+thread hand-off, no GIL hand-off, ~0 context switches per request instead of ~2.5.
+Whatever would make it wait on anything else (no pooled connection, a partial send,
+a big response, EOF, an error, the upstream timeout) hands the connection to a
+worker, which continues the same exchange with the blocking code. The connection
+is in PROCESSING meanwhile, owned by this thread, and counts as a busy worker on
+the scoreboard.
+
 Admission (AsyncRequestWorkerFactor, adapted): httpd stops accepting when
     connections > ThreadsPerChild + AsyncRequestWorkerFactor * idle_workers.
 Here idle keep-alive and still-reading connections cost no thread, so only

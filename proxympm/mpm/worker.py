@@ -7,8 +7,11 @@ to write completion for a tail the client has not taken yet, or to a lingering
 close. A pipelined request already in the buffer is served by the same worker
 at once, without a trip through the poller.
 
-Every method here runs on a worker thread; ``done`` is written only by its own
-worker and read by the listener (admission).
+Every method here runs on a worker thread, except ``start_inline`` and
+``finish_inline``: the listener calls them on its own instance (never started as a
+thread) to serve inline exchanges (see listener.py); ``conclude`` is shared by both
+paths. ``done`` is written only by its own worker and read by the listener
+(admission).
 """
 
 from __future__ import annotations

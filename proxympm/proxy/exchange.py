@@ -881,8 +881,4 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-# The listener's receive buffer for inline exchanges (one thread uses it): a 64 KiB
-# response and its head arrive in one recv, and no bytes object is allocated per recv.
-_SCRATCH = memoryview(bytearray(256 * 1024))
-
 InlineFlow = _Flow  # what the listener holds for an inline exchange in flight

@@ -483,7 +483,7 @@ class Listener:
             except Exception:  # noqa: BLE001 - as a worker would: log, drop this one
                 self._inline_failed(conn)
                 return
-            if flow is not None and not flow.unsent:
+            if flow is not None and flow.up is not None and not flow.unsent:
                 self._wait_upstream(conn, flow.up)
                 return
         self.dispatched += 1

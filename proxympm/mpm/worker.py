@@ -215,8 +215,9 @@ class Worker:
         flow = self.exchange.start_inline(
             conn, client, req, body, conn.body_parts, host, route.target, route.params,
             upstream_path, keepalive)
-        # Without a flow nothing was sent: a worker forwards it, with this request's
-        # rules already applied (they must not run twice).
+        # A flow that has no upstream connection (or no flow) goes to a worker, which
+        # forwards it with this request's rules already applied (they must not run
+        # twice) to the address already picked (the round robin moves once).
         conn.inline = (flow, host, start, keepalive, route, upstream_path, client)
         return flow
 

@@ -305,16 +305,19 @@ class Exchange:
             attempts += 1
             up: Upstream | None = None
             reused = False
-            if resume is not None:  # sent by the listener on a pooled connection
+            first: Sequence[Endpoint] | None = None
+            if resume is not None:  # begun by the listener (sent, if it has ``up``)
                 flow, resume = resume, None
                 up = flow.up
-                reused = True
+                reused = up is not None
+                first = flow.order  # the address the round robin gave it: keep it
             else:
                 flow = _Flow(self, client, req, host_cfg, client_keepalive, buffering, addrs)
                 flow.upgrade = switch
             try:
                 if up is None:
-                    order = addrs.order()  # this request's address first, then fallbacks
+                    # this request's address first, then fallbacks
+                    order = first if first is not None else addrs.order()
                     if order and not params.disablereuse and proxy_header is None:
                         up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
                     reused = up is not None
@@ -409,9 +412,10 @@ class Exchange:
                      target: Target, params: WorkerParams, upstream_path: bytes,
                      client_keepalive: bool) -> _Flow | None:
         """Listener thread, after ``may_inline``: send the request on a pooled
-        connection without blocking. None: nothing was sent (a worker forwards it).
-        A flow with ``unsent`` bytes must go to a worker at once; otherwise wait for
-        its upstream socket to be readable, then ``pump_inline``."""
+        connection without blocking. None: nothing done. A flow without ``up`` (nothing
+        sent; its ``order`` keeps the address picked for it) or with ``unsent`` bytes
+        must go to a worker at once; otherwise wait for its upstream socket to be
+        readable, then ``pump_inline``."""
         state = self.pool.backend(target)
         if state.failed_until > time.monotonic():
             return None  # the worker logs and answers 503
@@ -419,9 +423,11 @@ class Exchange:
         order = addrs.order()
         if not order:
             return None
+        flow = _Flow(self, client, req, host_cfg, client_keepalive, True, addrs)
+        flow.order = order
         up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
         if up is None:
-            return None
+            return flow
         try:
             head = upstream_request_head(
                 req, host_cfg, upstream_path, target.host_header, peer[0], client.tls,
@@ -430,7 +436,7 @@ class Exchange:
             )
         except HeaderInjection:
             self.pool.put_back(state, up)
-            return None  # the worker refuses it and logs why
+            return flow  # the worker refuses it and logs why
         data = head + b"".join(body_parts) if body_parts else head
         try:
             n = up.sock.send(data)
@@ -440,8 +446,7 @@ class Exchange:
             up.sock.close()
             self.log.info("proxy", f"reused connection to {target.name} failed "
                           f"({exc.strerror or exc}); retrying on a fresh one", peer)
-            return None
-        flow = _Flow(self, client, req, host_cfg, client_keepalive, True, addrs)
+            return flow
         flow.attach(up)
         flow.state = state
         flow.params = params
@@ -574,7 +579,7 @@ class _Flow:
     __slots__ = ("ex", "client", "req", "host_cfg", "keepalive", "up", "buf", "relay",
                  "relay_resp", "upload_complete", "upstream_closed", "recv",
                  "send_duplex", "buffering", "addrs", "upgrade", "switched", "state",
-                 "params", "timeout", "unsent", "failed", "timed_out")
+                 "params", "timeout", "unsent", "failed", "timed_out", "order")
 
     def __init__(self, ex: Exchange, client: ClientSide, req: Request, host_cfg: HostConfig,
                  keepalive: bool, buffering: bool, addrs: AddressSet | None = None) -> None:
@@ -602,6 +607,7 @@ class _Flow:
         self.unsent = b""  # request bytes the upstream's window did not take
         self.failed: RelayError | None = None  # the body framing broke while inline
         self.timed_out = False  # the listener's wait for the upstream ran out
+        self.order: Sequence[Endpoint] | None = None  # the addresses picked for it
 
     def resume(self, timeout: float) -> None:
         """Worker: continue an inline exchange where the listener left it."""

@@ -477,7 +477,10 @@ class Listener:
 
     def dispatch(self, conn: Connection) -> None:
         conn.set_state(State.PROCESSING)
-        if self.inline is not None:
+        # Inline exchanges count against ThreadsPerChild like workers do: requests in
+        # progress towards backends stay bounded per child as in httpd (and with them
+        # the pooled upstream connections).
+        if self.inline is not None and len(self.upstreams) + self.outstanding() < self.tpc:
             try:
                 flow = self.inline.start_inline(conn)
             except Exception:  # noqa: BLE001 - as a worker would: log, drop this one

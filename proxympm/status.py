@@ -114,6 +114,7 @@ def snapshot(board: sb.Scoreboard, config: ServerConfig) -> Snapshot:
         alive = pid != 0 and state != sb.FREE
         pgen = board.get(slot, sb.GENERATION)
         snap.accesses += board.get(slot, sb.REJECTED)
+        snap.bytes += board.get(slot, sb.LISTENER_BYTES)
         proc = None
         if alive:
             proc = Proc(

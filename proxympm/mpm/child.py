@@ -133,6 +133,13 @@ class Child:
                    scoreboard.worker(slot, i) if scoreboard is not None else None, status_page)
             for i in range(config.threads_per_child)
         )
+        # The listener forwards small requests itself (no thread hand-off) when it can.
+        self.listener.inline = Worker(-1, self.work_queue, self.listener, self.exchange,
+                                      self.hosts, self.routers, self.access_logs,
+                                      self.error_log, status_page=status_page)
+        if scoreboard is not None:  # the listener's inline requests count in its words
+            self.listener.inline.count_inline = (
+                lambda sent: scoreboard.count_rejected(slot, sent))
 
     def _backend_stats(self) -> BackendStats | None:
         """Per-backend counters, one row per backend, balancer member and balancer,
@@ -159,7 +166,7 @@ class Child:
         self.backend_rows = self.scoreboard.backend_rows(self.slot, names)
         self.backend_base = [self.scoreboard.backend_counters(self.slot, r) if r >= 0 else []
                              for r in self.backend_rows]
-        return BackendStats(names, self.config.threads_per_child)
+        return BackendStats(names, self.config.threads_per_child + 1)
 
     def _request_error(self, exc: HTTPError, conn: Connection) -> None:
         """Listener thread: a request it answered itself (400, 408, 413 ...): logged,
@@ -236,7 +243,11 @@ class Child:
             if self.pod_r in ready:
                 self.error_log.notice("mpm", "parent process gone; child exiting")
                 self.stop_request = "now"
-        self._shutdown(self.stop_request == "graceful" or self.stop_request is None)
+        died = self.stop_request is None  # the listener thread ended on its own: a crash
+        self._shutdown(self.stop_request == "graceful" or died)
+        if died:
+            # a non-zero exit: the arbiter's crash back-off applies, no respawn hot loop
+            raise RuntimeError("the listener thread died; child exiting")
 
     def _report(self, stopping: bool = False) -> None:
         """Main thread: this child's numbers into its scoreboard slot. The counters
@@ -245,7 +256,9 @@ class Child:
             return
         listener = self.listener
         tpc = len(self.workers)
-        busy = min(tpc, max(0, listener.outstanding()))
+        # An inline exchange in flight is a request being served, as a worker's is
+        # (httpd counts requests in progress): load spawns children the same way.
+        busy = min(tpc, max(0, listener.outstanding()) + len(listener.upstreams))
         stopping = stopping or listener.stopping
         idle = tpc - busy if listener.accepting and not stopping else 0
         writing = keepalive = closing = 0

@@ -4,7 +4,9 @@ Ownership: a connection is owned by exactly one thread at a time. The listener
 owns it while it waits on the network (PROXY_HEADER, HANDSHAKE, READ_HEAD, READ_BODY,
 KEEPALIVE, WRITE_COMPLETION, LINGER, TUNNEL); a worker owns it from the moment it is taken
 off the worker queue until it hands it back (PROCESSING). Ownership moves with
-the hand-off itself (queue put, or epoll re-arm), so no field needs a lock.
+the hand-off itself (queue put, or epoll re-arm), so no field needs a lock. An
+inline exchange (listener.py) is PROCESSING owned by the listener until it ends or
+is queued for a worker.
 
 The blocking helpers at the bottom are for the worker only: the socket stays
 non-blocking (the listener's epoll needs that), and the worker waits with poll()
@@ -46,7 +48,7 @@ class Connection:
         "sock", "fd", "peer", "local", "tls", "state", "epoch", "inbuf", "reader",
         "request", "body", "body_parts", "out", "requests", "host_cfg", "sni_host",
         "bytes_in", "registered", "read_deadline", "stage_start", "stage_bytes", "stage",
-        "spool", "body_file", "buffer_body",
+        "spool", "body_file", "buffer_body", "inline", "queued_epoch",
         # per request, set by the worker: believed client address (mod_remoteip),
         # the Header rules that apply, and when the request started
         "client_addr", "rules", "started", "keep_proto",
@@ -86,6 +88,9 @@ class Connection:
         self.started = 0.0
         self.keep_proto = False
         self.pending_tls: ssl.SSLContext | None = None
+        self.queued_epoch = -1  # the epoch whose read deadline is in the listener's heap
+        # An inline exchange in flight (Worker.start_inline): its flow and context.
+        self.inline: tuple | None = None
 
     @property
     def client_ip(self) -> str:

@@ -6,6 +6,17 @@ handshakes, half-read request heads (and small bodies being buffered), idle
 keep-alive connections, response tails in write completion, and lingering
 closes. Workers only ever receive connections with a complete request head.
 
+Inline exchanges: a complete small request on a plain-HTTP route with a pooled
+upstream connection is forwarded by this thread itself (Worker.start_inline,
+Exchange.start_inline): the request goes out without blocking, the upstream socket
+joins this poller (``upstreams``), and the answer is relayed when it arrives. No
+thread hand-off, no GIL hand-off, ~0 context switches per request instead of ~2.5.
+Whatever would make it wait on anything else (no pooled connection, a partial send,
+a big response, EOF, an error, the upstream timeout) hands the connection to a
+worker, which continues the same exchange with the blocking code. The connection
+is in PROCESSING meanwhile, owned by this thread, and counts as a busy worker on
+the scoreboard.
+
 Admission (AsyncRequestWorkerFactor, adapted): httpd stops accepting when
     connections > ThreadsPerChild + AsyncRequestWorkerFactor * idle_workers.
 Here idle keep-alive and still-reading connections cost no thread, so only
@@ -31,10 +42,12 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from proxympm.config.model import HostConfig, Listen, ReadStage, ServerConfig
-from proxympm.http.errors import HTTPError
+from proxympm.http.errors import ClientGone, HTTPError
 from proxympm.http.proxy_protocol import parse as parse_proxy_header
 from proxympm.http.request import Limits, RequestReader
 from proxympm.http.serialize import error_response
@@ -43,7 +56,11 @@ from proxympm.mpm.poller import READ, WRITE, Poller, SelectorPoller, make_poller
 from proxympm.mpm.proxy_header import ProxyHeaderError, excepted, read_header
 from proxympm.mpm.timeouts import DeadlineHeap, TimeoutQueue
 from proxympm.mpm.tunnel import Tunnels
+from proxympm.proxy.exchange import INLINE_DONE, INLINE_WAIT
 from proxympm.proxy.header_rules import host_error_headers
+
+if TYPE_CHECKING:
+    from proxympm.mpm.worker import Worker
 
 RECV_SIZE = 65536
 ACCEPT_BATCH = 64
@@ -51,6 +68,7 @@ BODY_BUFFER = 65536  # request bodies up to this size are read here, before disp
 LINGER_TIMEOUT = 2.0  # httpd's SECONDS_TO_LINGER
 STOP_IDLE_GRACE = 1.0  # graceful stop: idle keep-alive connections get this long first
 FD_RESERVE = 64
+UPSTREAM_SCAN = 0.1  # how often inline exchanges are checked for their upstream timeout
 
 
 def connection_cap(threads_per_child: int) -> int:
@@ -109,6 +127,11 @@ class Listener:
         self.writing = DeadlineHeap((State.WRITE_COMPLETION,))
         self.linger_q = TimeoutQueue(LINGER_TIMEOUT, State.LINGER)
         self.ka_qs: dict[float, TimeoutQueue] = {}
+        # Inline exchanges (worker.Worker.start_inline): small requests this thread
+        # forwards itself on pooled upstream connections, never waiting on one.
+        self.inline: Worker | None = None  # set by the child; None: always a worker
+        self.upstreams: dict[int, Connection] = {}  # upstream fd -> its client connection
+        self.upstream_scan = 0.0
         for host in config.all_hosts():
             self.ka_qs.setdefault(host.keepalive_timeout,
                                   TimeoutQueue(host.keepalive_timeout, State.KEEPALIVE))
@@ -175,6 +198,8 @@ class Listener:
         poller = self.poller
         if isinstance(poller, SelectorPoller):
             poller.bind_thread()
+        if self.inline is not None:  # inline exchanges count in the listener's own rows
+            self.inline.exchange.bind_thread(self.tpc)
         while True:
             timeout = self._poll_timeout()
             try:
@@ -185,6 +210,8 @@ class Listener:
                 conn = self.conns.get(fd)
                 if conn is not None:
                     self._on_conn_event(conn, ev)
+                elif fd in self.upstreams:
+                    self._on_upstream_event(fd, self.upstreams[fd])
                 elif fd in self.by_fd:
                     self._accept(fd)
                 elif fd == self.wake_r:
@@ -213,9 +240,10 @@ class Listener:
         deadlines.append(self.writing.next_deadline())
         deadlines.append(self.tunnels.next_deadline())
         nearest = min((d for d in deadlines if d is not None), default=None)
+        longest = UPSTREAM_SCAN if self.upstreams else 1.0
         if nearest is None:
-            return 1.0
-        return min(1.0, max(0.0, nearest - time.monotonic() + 0.01))
+            return longest
+        return min(longest, max(0.0, nearest - time.monotonic() + 0.01))
 
     def _queues(self) -> list[TimeoutQueue]:
         return [self.linger_q, *self.ka_qs.values()]
@@ -364,10 +392,10 @@ class Listener:
         try:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, ssl.SSLWantReadError):
-            self.arm(conn, READ)
+            self._wait_reading(conn, READ)
             return
         except ssl.SSLWantWriteError:
-            self.arm(conn, WRITE)
+            self._wait_reading(conn, WRITE)
             return
         except OSError:
             self.close(conn)
@@ -386,12 +414,22 @@ class Listener:
         self._enter_reading(conn, State.READ_HEAD, conn.host_cfg.read_timeout.header)
 
     def _enter_reading(self, conn: Connection, state: State, stage: ReadStage) -> None:
+        """The stage's clock starts now; its deadline is queued only if the
+        connection has to wait (``_wait_reading``): a keep-alive request that is
+        complete in its first read never touches the deadline heap."""
         conn.set_state(state)
         if stage.timeout:
             conn.start_stage(stage, time.monotonic())
-            self.reading.push(conn)
         else:
             conn.stage = None
+
+    def _wait_reading(self, conn: Connection, events: int) -> None:
+        """A reading connection waits for more: its read deadline is queued (once per
+        state) and it is armed."""
+        if conn.stage is not None and conn.queued_epoch != conn.epoch:
+            conn.queued_epoch = conn.epoch
+            self.reading.push(conn)
+        self.arm(conn, events)
 
     def advance(self, conn: Connection) -> bool:
         """Parse what is buffered. True: a request is ready for a worker. False: the
@@ -402,7 +440,7 @@ class Listener:
             if conn.request is None:
                 parsed = conn.reader.read(conn.inbuf)
                 if parsed is None:
-                    self.arm(conn, READ)
+                    self._wait_reading(conn, READ)
                     return False
                 conn.request, conn.body = parsed
                 conn.buffer_body = not conn.body.done and self.wants_buffering(conn)
@@ -421,7 +459,7 @@ class Listener:
                 return True  # a streaming route: the worker relays the rest as it comes
             if conn.state != State.READ_BODY:
                 self._enter_reading(conn, State.READ_BODY, conn.host_cfg.read_timeout.body)
-            self.arm(conn, READ)
+            self._wait_reading(conn, READ)
             return False
         except HTTPError as exc:
             self.reject(conn, exc)
@@ -442,8 +480,82 @@ class Listener:
 
     def dispatch(self, conn: Connection) -> None:
         conn.set_state(State.PROCESSING)
+        # Inline exchanges count against ThreadsPerChild like workers do: requests in
+        # progress towards backends stay bounded per child as in httpd (and with them
+        # the pooled upstream connections).
+        if self.inline is not None and len(self.upstreams) + self.outstanding() < self.tpc:
+            try:
+                flow = self.inline.start_inline(conn)
+            except Exception:  # noqa: BLE001 - as a worker would: log, drop this one
+                self._inline_failed(conn)
+                return
+            if flow is not None and flow.up is not None and not flow.unsent:
+                self._wait_upstream(conn, flow.up)
+                return
         self.dispatched += 1
         self.work_queue.put(conn)
+
+    # -- inline exchanges ------------------------------------------------------------
+
+    def _wait_upstream(self, conn: Connection, up: object) -> None:
+        fd = up.sock.fileno()  # type: ignore[attr-defined]
+        self.upstreams[fd] = conn
+        conn.read_deadline = time.monotonic() + conn.inline[0].timeout  # type: ignore[index]
+        # A pooled connection stays in this poller (disarmed) between exchanges, so
+        # re-arming it is one epoll_ctl; one never here, or that left (tunnel.py
+        # forgets an upstream it pools), is added.
+        try:
+            self.poller.arm(fd, READ)
+        except FileNotFoundError:
+            self.poller.add(fd, READ)
+
+    def _on_upstream_event(self, fd: int, conn: Connection) -> None:
+        assert self.inline is not None and conn.inline is not None
+        flow = conn.inline[0]
+        try:
+            step = self.inline.exchange.pump_inline(flow)
+            if step == INLINE_WAIT:
+                conn.read_deadline = time.monotonic() + flow.timeout
+                self.poller.arm(fd, READ)
+                return
+            del self.upstreams[fd]
+            if step != INLINE_DONE:
+                self.dispatched += 1  # a worker continues the same exchange
+                self.work_queue.put(conn)
+                return
+            then = self.inline.finish_inline(conn)
+        except ClientGone:
+            self.upstreams.pop(fd, None)
+            self.close(conn)
+            return
+        except Exception:  # noqa: BLE001 - as a worker would: log, drop this one
+            self.upstreams.pop(fd, None)
+            self._inline_failed(conn)
+            return
+        if then is not None and self.start_write(conn, then_close=then):
+            self.dispatch(conn)
+
+    def _inline_failed(self, conn: Connection) -> None:
+        self.log.error("mpm", "AH00000: inline exchange failed: "
+                       + traceback.format_exc().replace("\n", " | "), conn.peer)
+        flow = conn.inline[0] if conn.inline is not None else None
+        if flow is not None and flow.up is not None:
+            flow.up.sock.close()
+        conn.inline = None
+        self.close(conn)
+
+    def _expire_upstreams(self, now: float) -> None:
+        """An inline exchange whose upstream stayed silent for its timeout goes to a
+        worker, which answers as it does for a timeout of its own."""
+        if now < self.upstream_scan:
+            return
+        self.upstream_scan = now + UPSTREAM_SCAN
+        for fd, conn in list(self.upstreams.items()):
+            if conn.read_deadline <= now:
+                del self.upstreams[fd]
+                conn.inline[0].timed_out = True  # type: ignore[index]
+                self.dispatched += 1
+                self.work_queue.put(conn)
 
     def reject(self, conn: Connection, exc: HTTPError) -> None:
         """Answer a request error ourselves, then close (lingering)."""
@@ -575,6 +687,8 @@ class Listener:
     # -- timeouts ------------------------------------------------------------------
 
     def _expire(self, now: float) -> None:
+        if self.upstreams:
+            self._expire_upstreams(now)
         for conn in self.reading.expired(now):
             if conn.state == State.READ_BODY:
                 self.reject(conn, HTTPError(408, "request body read timeout"))

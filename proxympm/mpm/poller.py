@@ -53,8 +53,12 @@ class EpollPoller:
         self._ep.unregister(fd)
 
     def add(self, fd: int, events: int) -> None:
-        """Any thread: first registration, armed for ``events``."""
-        self._ep.register(fd, _epoll_mask(events))
+        """Any thread: first registration, armed for ``events``. An upstream socket
+        that an inline exchange left registered (disarmed) is simply re-armed."""
+        try:
+            self._ep.register(fd, _epoll_mask(events))
+        except FileExistsError:
+            self._ep.modify(fd, _epoll_mask(events))
 
     def arm(self, fd: int, events: int) -> None:
         """Any thread."""

@@ -41,9 +41,11 @@ HEADER_WORDS = 8
 
 # -- process slot (words) ----------------------------------------------------------
 (PID, GENERATION, STATE, BUSY, IDLE, CONNS, WRITING, KEEPALIVE, CLOSING, ACCEPTING,
- CPU_USER_MS, CPU_SYS_MS, STARTED_US, REJECTED) = range(14)
-# REJECTED: requests the listener thread answered itself (400, 408, 413 ...), its
-# own word; like worker counters it carries on across the children of the slot.
+ CPU_USER_MS, CPU_SYS_MS, STARTED_US, REJECTED, LISTENER_BYTES) = range(15)
+# REJECTED: requests the listener thread completed itself: errors it answered (400,
+# 408, 413 ...) and inline exchanges (listener.py); LISTENER_BYTES: what the inline
+# ones sent. The listener's own words; like worker counters they carry on across the
+# children of the slot.
 FIELDS = 16  # words per process slot
 
 # process STATE values
@@ -127,6 +129,7 @@ class Scoreboard:
         self._words[G_RESTART_US] = now_us()
         for slot in range(self.slots):
             self._words[self._proc_base + slot * FIELDS + REJECTED] = 0
+            self._words[self._proc_base + slot * FIELDS + LISTENER_BYTES] = 0
         used = self.threads * WORKER_BYTES
         for slot in range(self.slots):
             start = self.worker_word(slot, 0) * 8
@@ -186,9 +189,13 @@ class Scoreboard:
         w[base + CPU_SYS_MS] = int(cpu[1] * 1000)
         w[base + STATE] = STOPPING if stopping else READY
 
-    def count_rejected(self, slot: int) -> None:
-        """Listener thread of the slot's child (the only writer of this word)."""
-        self._words[self._proc_base + slot * FIELDS + REJECTED] += 1
+    def count_rejected(self, slot: int, sent: int = 0) -> None:
+        """Listener thread of the slot's child (the only writer of these words): a
+        request it completed itself, and the bytes it sent for it."""
+        base = self._proc_base + slot * FIELDS
+        self._words[base + REJECTED] += 1
+        if sent:
+            self._words[base + LISTENER_BYTES] += sent
 
     def get(self, slot: int, field: int) -> int:
         return self._words[self._proc_base + slot * FIELDS + field]

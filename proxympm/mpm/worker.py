@@ -7,7 +7,10 @@ to write completion for a tail the client has not taken yet, or to a lingering
 close. A pipelined request already in the buffer is served by the same worker
 at once, without a trip through the poller.
 
-Every method here runs on a worker thread; ``done`` is written only by its own
+Every method here runs on a worker thread, except ``start_inline`` and
+``finish_inline``: the listener calls them on its own instance (never started as a
+thread, no scoreboard slot) to serve inline exchanges (see listener.py); ``_begin``
+and ``conclude`` are shared by both paths. Otherwise: ``done`` is written only by its own
 worker and read by the listener (admission).
 """
 
@@ -17,6 +20,7 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxympm.config.model import HostConfig
@@ -38,7 +42,7 @@ from proxympm.mpm.scoreboard import (
 )
 from proxympm.proxy import header_rules
 from proxympm.proxy.client_address import believe
-from proxympm.proxy.exchange import Exchange, Outcome
+from proxympm.proxy.exchange import Exchange, InlineFlow, Outcome
 from proxympm.proxy.routing import HostTable, Route, Router
 from proxympm.proxy.spool import Spool
 
@@ -65,6 +69,8 @@ class Worker:
         self.log = error_log
         self.done = 0
         self.score = score  # this thread's scoreboard slot (written only here)
+        # the listener's instance: counts an inline request it completed (scoreboard)
+        self.count_inline: Callable[[int], None] | None = None
         self.status_page = status_page
         self.thread = threading.Thread(target=self.run, name=f"worker-{index}", daemon=True)
 
@@ -113,31 +119,26 @@ class Worker:
         req = conn.request
         body = conn.body
         assert req is not None and body is not None
+        score = self.score
+        if conn.inline is not None:  # the listener began it (and maybe sent it upstream)
+            flow, host, start, keepalive, route, upstream_path, client = conn.inline
+            conn.inline = None
+            if score is not None:
+                score.begin(WRITE_W, req.request_line, client, req.host or b"",
+                            conn.requests, start)
+            out = self.exchange.forward(
+                conn, client, req, body, conn.body_parts, conn.body_file, host,
+                route.target, route.params, upstream_path, keepalive, resume=flow,
+            )
+            return self.conclude(conn, host, out, start, keepalive)
         start = time.time()
         host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
         conn.requests += 1
-        conn.started = start
-        conn.client_addr = (believe(host, conn.peer, req)
-                            if host.remote_ip_header or host.add_forwarded else None)
-        conn.rules = rules = header_rules.select(host, req.path)
-        conn.keep_proto = False
-        if rules is not None and rules.request:
-            headers, named = header_rules.apply_request(rules.request, req, conn.rule_env(),
-                                                        req.headers)
-            req.headers = headers
-            req.lnames = [name.lower() for name, _ in headers]
-            conn.keep_proto = b"x-forwarded-proto" in named
-        client = conn.client
-        score = self.score
+        client = self._begin(conn, host, start)
         if score is not None:
             score.begin(WRITE_W if body.done else READ_R, req.request_line, client,
                         req.host or b"", conn.requests, start)
-        keepalive = (
-            host.keepalive
-            and req.keep_alive
-            and not self.listener.stopping
-            and (host.max_keepalive_requests == 0 or conn.requests < host.max_keepalive_requests)
-        )
+        keepalive = self._keepalive(conn, host)
         out: Outcome
         if conn.sni_host is not None and host is not conn.sni_host:
             out = Outcome(error=421)
@@ -162,6 +163,48 @@ class Worker:
                     conn, client, req, body, conn.body_parts, conn.body_file, host,
                     route.target, route.params, upstream_path, keepalive,
                 )
+        return self.conclude(conn, host, out, start, keepalive)
+
+    def _begin(self, conn: Connection, host: HostConfig, start: float) -> tuple[str, int]:
+        """Per-request state on the connection (start time, believed client address,
+        Header rules, request rules applied); returns the client address to forward."""
+        req = conn.request
+        assert req is not None
+        conn.started = start
+        conn.client_addr = (believe(host, conn.peer, req)
+                            if host.remote_ip_header or host.add_forwarded else None)
+        conn.rules = rules = header_rules.select(host, req.path)
+        conn.keep_proto = False
+        if rules is not None and rules.request:
+            headers, named = header_rules.apply_request(rules.request, req, conn.rule_env(),
+                                                        req.headers)
+            req.headers = headers
+            req.lnames = [name.lower() for name, _ in headers]
+            conn.keep_proto = b"x-forwarded-proto" in named
+        return conn.client
+
+    def _keepalive(self, conn: Connection, host: HostConfig) -> bool:
+        """May the connection stay open after this request (``conn.requests`` counts
+        it already)?"""
+        req = conn.request
+        assert req is not None
+        return (
+            host.keepalive
+            and req.keep_alive
+            and not self.listener.stopping
+            and (host.max_keepalive_requests == 0 or conn.requests < host.max_keepalive_requests)
+        )
+
+    def conclude(self, conn: Connection, host: HostConfig, out: Outcome, start: float,
+                 keepalive: bool) -> bool | None:
+        """After the exchange: the response (or our error answer) becomes the
+        connection's output, the access log gets its line. Returns what ``serve_one``
+        returns."""
+        req = conn.request
+        body = conn.body
+        assert req is not None and body is not None
+        rules = conn.rules
+        score = self.score
         close = not out.client_keepalive or not keepalive
         if out.error:
             out.status = out.error
@@ -203,6 +246,48 @@ class Worker:
         if score is not None:
             score.end(out.bytes_out or len(conn.out))
         return close
+
+    # -- inline exchanges: these run on the listener thread ------------------------------
+
+    def start_inline(self, conn: Connection) -> InlineFlow | None:
+        """Listener thread: start ``conn.request`` as an inline exchange if it can be
+        one (see Exchange.start_inline); the context goes to ``conn.inline``."""
+        req = conn.request
+        body = conn.body
+        assert req is not None and body is not None
+        host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
+        if (conn.sni_host is not None and host is not conn.sni_host) or req.path == b"*":
+            return None
+        match = self.routers[id(host)].match(req.path)
+        if match is None or match[0].target is None or match[0].access is not None:
+            return None  # 404, a handler, or an access check: the worker's
+        route, upstream_path = match
+        if not self.exchange.may_inline(req, body, conn.body_file, route.target,
+                                        route.params):
+            return None
+        start = time.time()
+        conn.requests += 1
+        client = self._begin(conn, host, start)
+        keepalive = self._keepalive(conn, host)
+        flow = self.exchange.start_inline(
+            conn, client, req, body, conn.body_parts, host, route.target, route.params,
+            upstream_path, keepalive)
+        # A flow that has no upstream connection (or no flow) goes to a worker, which
+        # forwards it with this request's rules already applied (they must not run
+        # twice) to the address already picked (the round robin moves once).
+        conn.inline = (flow, host, start, keepalive, route, upstream_path, client)
+        return flow
+
+    def finish_inline(self, conn: Connection) -> bool | None:
+        """Listener thread: the inline response is complete upstream (as ``serve_one``)."""
+        assert conn.inline is not None
+        flow, host, start, keepalive = conn.inline[:4]
+        conn.inline = None
+        out = self.exchange.finish_inline(flow)
+        then = self.conclude(conn, host, out, start, keepalive)
+        if self.count_inline is not None:
+            self.count_inline(out.bytes_out or len(conn.out))
+        return then
 
     def _handle(self, route: Route, req: Request, keepalive: bool) -> Outcome:
         """A Location with SetHandler (server-status, metrics), or a 404."""

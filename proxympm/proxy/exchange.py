@@ -60,6 +60,11 @@ from proxympm.tls import ClientContexts
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 RECV_SIZE = 65536
+INLINE_DONE, INLINE_WAIT, INLINE_HANDOFF = 0, 1, 2
+INLINE_SPOOL = 128 * 1024  # an inline response spooling more than this goes to a worker
+# The listener's receive buffer for inline exchanges (one thread uses it): a 64 KiB
+# response and its head arrive in one recv, and no bytes object is allocated per recv.
+_SCRATCH = memoryview(bytearray(256 * 1024))
 
 
 class ClientSide(Protocol):
@@ -171,12 +176,15 @@ class Exchange:
                 body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
                 host_cfg: HostConfig,
                 target: Target, params: WorkerParams, upstream_path: bytes,
-                client_keepalive: bool) -> Outcome:
+                client_keepalive: bool, resume: _Flow | None = None) -> Outcome:
+        """One proxied request. ``resume``: an inline exchange the listener began
+        (``start_inline``) and could not finish without blocking; continue it."""
         if target.balancer is not None:
             return self._balanced(client, peer, req, body, body_parts, body_file, host_cfg,
                                   target.balancer, params, upstream_path, client_keepalive)
         return self._attempt(client, peer, req, body, body_parts, body_file, host_cfg,
-                             target, params, upstream_path, client_keepalive)[0]
+                             target, params, upstream_path, client_keepalive,
+                             resume=resume)[0]
 
     def _balanced(self, client: ClientSide, peer: tuple[str, int], req: Request,
                   body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
@@ -248,7 +256,8 @@ class Exchange:
                  upstream_path: bytes, client_keepalive: bool, member: Member | None = None,
                  balancer: Balancer | None = None,
                  buffering: bool | None = None,
-                 upgrade: str | None = None) -> tuple[Outcome, bool]:
+                 upgrade: str | None = None,
+                 resume: _Flow | None = None) -> tuple[Outcome, bool]:
         """``_attempt_on``, counted per backend (requests, errors, latency)."""
         stats = self.stats
         row = stats.begin(target, balancer.name if balancer is not None else None) \
@@ -256,12 +265,13 @@ class Exchange:
         if row is None:
             return self._attempt_on(client, peer, req, body, body_parts, body_file, host_cfg,
                                     target, params, upstream_path, client_keepalive, member,
-                                    balancer, buffering, upgrade)
+                                    balancer, buffering, upgrade, resume)
         started = time.monotonic()
         try:
             result = self._attempt_on(client, peer, req, body, body_parts, body_file,
                                       host_cfg, target, params, upstream_path,
-                                      client_keepalive, member, balancer, buffering, upgrade)
+                                      client_keepalive, member, balancer, buffering, upgrade,
+                                      resume)
         except BaseException:
             BackendStats.end(row, started, 0, False, False)  # the client went away
             raise
@@ -276,7 +286,8 @@ class Exchange:
                     upstream_path: bytes, client_keepalive: bool,
                     member: Member | None = None, balancer: Balancer | None = None,
                     buffering: bool | None = None,
-                    upgrade: str | None = None) -> tuple[Outcome, bool]:
+                    upgrade: str | None = None,
+                    resume: _Flow | None = None) -> tuple[Outcome, bool]:
         """One request on one backend. Returns the outcome and, if it failed, whether
         nothing the backend could have acted on was sent (so another member may be
         tried: a connect failure for any method; a failure before the response for a
@@ -298,6 +309,8 @@ class Exchange:
         if member is None and state.failed_until > now:
             self.log.error("proxy", f"AH00940: HTTP: disabled connection for ({target.name})",
                            peer)
+            if resume is not None and resume.up is not None:
+                resume.up.sock.close()
             out.error = 503
             return out, False
         timeout = params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
@@ -331,18 +344,29 @@ class Exchange:
             attempts += 1
             up: Upstream | None = None
             reused = False
-            flow = _Flow(self, client, req, host_cfg, client_keepalive, buffering, addrs)
-            flow.upgrade = switch
-            try:
-                order = addrs.order()  # this request's address first, then fallbacks
-                if order and not params.disablereuse and proxy_header is None:
-                    up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
+            first: Sequence[Endpoint] | None = None
+            if resume is not None:  # begun by the listener (sent, if it has ``up``)
+                flow, resume = resume, None
+                up = flow.up
                 reused = out.reused = up is not None
+                first = flow.order  # the address the round robin gave it: keep it
+            else:
+                flow = _Flow(self, client, req, host_cfg, client_keepalive, buffering, addrs)
+                flow.upgrade = switch
+            try:
                 if up is None:
-                    up = self._connect(target, params, timeout, ctx, sni, order, addrs,
-                                       proxy_header)
-                flow.attach(up)
-                flow.send(head, body, body_parts, body_file, buffered, timeout)
+                    # this request's address first, then fallbacks
+                    order = first if first is not None else addrs.order()
+                    if order and not params.disablereuse and proxy_header is None:
+                        up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
+                    reused = out.reused = up is not None
+                    if up is None:
+                        up = self._connect(target, params, timeout, ctx, sni, order, addrs,
+                                           proxy_header)
+                    flow.attach(up)
+                    flow.send(head, body, body_parts, body_file, buffered, timeout)
+                else:
+                    flow.resume(timeout)
                 if flow.relay is None:
                     flow.read_head(timeout)
                 if flow.switched is not None:
@@ -401,6 +425,132 @@ class Exchange:
             break
         flow.finish(state, params, timeout, out)
         return out, False
+
+    # -- inline exchanges (listener thread) -------------------------------------------
+    #
+    # A small request on a plain-HTTP route, whose body (if any) is already buffered,
+    # needs no thread: the listener sends it on a pooled upstream connection, waits for
+    # the answer on its own poller, and relays it without blocking. Each step gives up
+    # (the connection goes to a worker, which continues the same flow with the blocking
+    # code above) as soon as it would have to wait on anything but that one upstream
+    # socket: no pooled connection (connect), a partial send, a response that would fill
+    # the spool, a timeout, EOF or an error (the worker sees the same socket state and
+    # classifies it as it always does).
+
+    @staticmethod
+    def may_inline(req: Request, body: BodyDecoder, body_file: BodyFile | None,
+                   target: Target, params: WorkerParams) -> bool:
+        """Could this request be an inline exchange (before any per-request work)?"""
+        return (target.balancer is None and target.scheme == "http" and body.done
+                and body_file is None and req.upgrade is None and req.method in IDEMPOTENT
+                and params.response_buffering and not params.disablereuse
+                and not params.proxyprotocol)
+
+    def start_inline(self, client: ClientSide, peer: tuple[str, int], req: Request,
+                     body: BodyDecoder, body_parts: list[bytes], host_cfg: HostConfig,
+                     target: Target, params: WorkerParams, upstream_path: bytes,
+                     client_keepalive: bool) -> _Flow | None:
+        """Listener thread, after ``may_inline``: send the request on a pooled
+        connection without blocking. None: nothing done. A flow without ``up`` (nothing
+        sent; its ``order`` keeps the address picked for it) or with ``unsent`` bytes
+        must go to a worker at once; otherwise wait for its upstream socket to be
+        readable, then ``pump_inline``."""
+        state = self.pool.backend(target)
+        if state.failed_until > time.monotonic():
+            return None  # the worker logs and answers 503
+        addrs = self.resolver.address_set(target.host, target.port, target.srv)
+        order = addrs.order()
+        if not order:
+            return None
+        flow = _Flow(self, client, req, host_cfg, client_keepalive, True, addrs)
+        flow.order = order
+        flow.started = time.monotonic()
+        up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
+        if up is None:
+            return flow
+        try:
+            head = upstream_request_head(
+                req, host_cfg, upstream_path, target.host_header, peer[0], client.tls,
+                self.server_name, sum(map(len, body_parts)) if req.has_body else None,
+                getattr(client, "client_addr", None), getattr(client, "keep_proto", False),
+            )
+        except HeaderInjection:
+            self.pool.put_back(state, up)
+            return flow  # the worker refuses it and logs why
+        data = head + b"".join(body_parts) if body_parts else head
+        try:
+            n = up.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:  # a stale pooled connection: the worker starts afresh
+            up.sock.close()
+            self.log.info("proxy", f"reused connection to {target.name} failed "
+                          f"({exc.strerror or exc}); retrying on a fresh one", peer)
+            return flow
+        flow.attach(up)
+        flow.state = state
+        flow.params = params
+        flow.timeout = params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
+        if n < len(data):
+            flow.unsent = data[n:]
+        else:
+            flow.upload_complete = True
+        return flow
+
+    def pump_inline(self, flow: _Flow) -> int:
+        """Listener thread: take what the upstream has sent and relay it. Returns
+        INLINE_DONE (call ``finish_inline``), INLINE_WAIT (wait for the socket to be
+        readable again) or INLINE_HANDOFF (a worker must continue). ClientGone
+        propagates (the client went away; the upstream socket is closed)."""
+        up = flow.up
+        assert up is not None
+        sock = up.sock
+        scratch = _SCRATCH
+        try:
+            while True:
+                relay = flow.relay
+                if relay is not None and len(relay.spool) >= INLINE_SPOOL:
+                    return INLINE_HANDOFF  # a big response: a worker streams it
+                try:
+                    n = sock.recv_into(scratch)
+                except BlockingIOError:
+                    return INLINE_WAIT
+                except OSError:
+                    return INLINE_HANDOFF
+                if not n:
+                    return INLINE_HANDOFF
+                flow.buf += scratch[:n]
+                if relay is None:
+                    try:
+                        flow._start_relay()
+                    except (HTTPError, HeaderInjection):
+                        return INLINE_HANDOFF  # the worker parses it again and answers 502
+                    relay = flow.relay
+                    if relay is None:
+                        continue
+                try:
+                    relay.pump(flow.buf)
+                except RelayError as exc:
+                    flow.failed = exc
+                    return INLINE_HANDOFF
+                if relay.done:
+                    return INLINE_DONE
+        except BaseException:
+            sock.close()  # never pool a half exchange
+            raise
+
+    def finish_inline(self, flow: _Flow) -> Outcome:
+        """Listener thread: the response is complete; pool the upstream connection and
+        hand what the client has not taken yet to write completion."""
+        assert flow.up is not None and flow.state is not None and flow.params is not None
+        target = flow.up.target
+        out = Outcome(backend=target.name, client_keepalive=flow.keepalive, reused=True)
+        flow.finish(flow.state, flow.params, flow.timeout, out)
+        stats = self.stats  # counted once it is over (a handed-off one counts in a worker)
+        row = stats.begin(target, None) if stats is not None else None
+        if row is not None:
+            BackendStats.end(row, flow.started, out.status, bool(out.aborted), True)
+        return out
 
     # -- phases --------------------------------------------------------------------
 
@@ -473,7 +623,8 @@ class _Flow:
 
     __slots__ = ("ex", "client", "req", "host_cfg", "keepalive", "up", "buf", "relay",
                  "relay_resp", "upload_complete", "upstream_closed", "recv",
-                 "send_duplex", "buffering", "addrs", "upgrade", "switched")
+                 "send_duplex", "buffering", "addrs", "upgrade", "switched", "state",
+                 "params", "timeout", "unsent", "failed", "timed_out", "order", "started")
 
     def __init__(self, ex: Exchange, client: ClientSide, req: Request, host_cfg: HostConfig,
                  keepalive: bool, buffering: bool, addrs: AddressSet | None = None) -> None:
@@ -494,6 +645,40 @@ class _Flow:
         self.send_duplex = upstream.send_duplex
         self.upgrade: bytes | None = None  # the Upgrade asked of the upstream
         self.switched: Response | None = None  # its 101, once read
+        # An inline exchange (started by the listener, maybe continued by a worker):
+        self.state: BackendState | None = None
+        self.params: WorkerParams | None = None
+        self.timeout = 0.0
+        self.unsent = b""  # request bytes the upstream's window did not take
+        self.failed: RelayError | None = None  # the body framing broke while inline
+        self.timed_out = False  # the listener's wait for the upstream ran out
+        self.order: Sequence[Endpoint] | None = None  # the addresses picked for it
+        self.started = 0.0  # monotonic, when the listener began it (backend latency)
+
+    def resume(self, timeout: float) -> None:
+        """Worker: continue an inline exchange where the listener left it."""
+        assert self.up is not None
+        if self.failed is not None:
+            raise self.failed
+        if self.timed_out:
+            if self.relay is None:
+                raise UpstreamFailure("read_head", "timed out reading the response head",
+                                      timeout=True)
+            raise RelayError("timed out reading the response body")
+        if self.unsent:
+            try:
+                self.send_duplex(self.up.sock, self.unsent, timeout, self._early)
+                self.upload_complete = True
+            except _StopSending:
+                pass
+            except TimeoutError:
+                raise UpstreamFailure("send", "timed out sending the request",
+                                      timeout=True) from None
+            except OSError as exc:
+                if self.relay is None:
+                    raise UpstreamFailure("send", exc.strerror or str(exc),
+                                          before_response=not self.buf) from None
+            self.unsent = b""
 
     def attach(self, up: Upstream) -> None:
         self.up = up
@@ -673,6 +858,7 @@ class _Flow:
             self._release(state)
         else:
             up.sock.close()
+        self.up = None  # pooled or closed: no longer this flow's to close on an error
         if relay.spool.spill_error:
             self.ex.log.warn("proxy", f"AH01111: response buffering: "
                              f"{relay.spool.spill_error}")
@@ -755,3 +941,6 @@ def _proxy_header(version: str, client: ClientSide, peer: tuple[str, int]) -> by
 
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+InlineFlow = _Flow  # what the listener holds for an inline exchange in flight

@@ -137,6 +137,11 @@ class Pool:
             counts[name] = counts.get(name, 0) + len(state.idle)
         return counts
 
+    def put_back(self, state: BackendState, up: Upstream) -> None:
+        """An idle connection taken but not used: back on top, unchanged."""
+        with state.lock:
+            state.idle.append(up)
+
     def close_all(self) -> None:
         for state in list(self._backends.values()):
             with state.lock:

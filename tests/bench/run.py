@@ -35,8 +35,39 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SMALL_BODY = b"hello, world\n"
-PATHS = {"small": "/", "64k": "/64k.bin", "1m": "/1m.bin"}
+PATHS = {"small": "/", "64k": "/64k.bin", "1m": "/1m.bin", "close": "/", "tls": "/"}
 SIZES = {"small": len(SMALL_BODY), "64k": 65536, "1m": 1048576}
+SCENARIOS = ("small", "64k", "1m", "close", "tls", "idle")
+
+
+@dataclass
+class TLS:
+    """The `tls` scenario: every target also terminates TLS on ``port`` (a self-signed
+    P-256 certificate made with the openssl CLI) and proxies to the same backend."""
+
+    port: int
+    cert: Path
+    key: Path
+    pem: Path  # cert + key in one file (HAProxy)
+
+
+TLS_ON: TLS | None = None  # set by main() when the tls scenario runs; per target port
+
+
+def make_cert(root: Path) -> tuple[Path, Path, Path] | None:
+    cert, key, pem = root / "cert.pem", root / "key.pem", root / "both.pem"
+    if not shutil.which("openssl"):
+        return None
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                        "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                       capture_output=True)
+    if r.returncode:
+        return None
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    for f in (cert, key, pem):
+        os.chmod(f, 0o644)
+    return cert, key, pem
 
 
 def log(msg: str) -> None:
@@ -265,6 +296,7 @@ def nginx_proxy(work: Path, port: int, bport: int, workers: int, threads: int) -
     }}
     server {{
         listen 127.0.0.1:{port};
+{tls_nginx()}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -276,6 +308,14 @@ def nginx_proxy(work: Path, port: int, bport: int, workers: int, threads: int) -
     (work / "nginx.conf").write_text(conf)
     return [shutil.which("nginx") or "nginx", "-p", str(work), "-e", str(work / "error.log"),
             "-c", str(work / "nginx.conf")]
+
+
+def tls_nginx() -> str:
+    t = TLS_ON
+    if t is None:
+        return ""
+    return (f"        listen 127.0.0.1:{t.port} ssl;\n        ssl_certificate {t.cert};\n"
+            f"        ssl_certificate_key {t.key};")
 
 
 def apache_binary() -> str | None:
@@ -298,7 +338,8 @@ def apache_proxy(work: Path, port: int, bport: int, workers: int, threads: int) 
     (work / "run").mkdir(exist_ok=True)
     ug = unprivileged_user()
     load = [f"LoadModule {m}_module {mods}/mod_{m}.so"
-            for m in ("mpm_event", "authz_core", "proxy", "proxy_http", "unixd")
+            for m in ("mpm_event", "authz_core", "proxy", "proxy_http", "unixd",
+                      *(("ssl", "socache_shmcb") if TLS_ON else ()))
             if (mods / f"mod_{m}.so").exists()]
     t = 64 if threads <= 0 else threads
     conf = f"""ServerRoot "{work}"
@@ -327,6 +368,16 @@ MaxKeepAliveRequests 0
 ProxyRequests Off
 ProxyPass "/" "http://127.0.0.1:{bport}/" enablereuse=on keepalive=On
 """
+    if TLS_ON is not None:
+        t = TLS_ON
+        conf += f"""Listen 127.0.0.1:{t.port}
+<VirtualHost 127.0.0.1:{t.port}>
+    SSLEngine on
+    SSLCertificateFile "{t.cert}"
+    SSLCertificateKeyFile "{t.key}"
+    ProxyPass "/" "http://127.0.0.1:{bport}/" enablereuse=on keepalive=On
+</VirtualHost>
+"""
     (work / "httpd.conf").write_text(conf)
     return [apache_binary() or "apache2", "-d", str(work), "-f", str(work / "httpd.conf"),
             "-DFOREGROUND"]
@@ -353,6 +404,7 @@ defaults
     timeout http-keep-alive 300s
 frontend fe
     bind 127.0.0.1:{port}
+{f"    bind 127.0.0.1:{TLS_ON.port} ssl crt {TLS_ON.pem}" if TLS_ON else ""}
     default_backend be
 backend be
     http-reuse always
@@ -379,6 +431,16 @@ KeepAlive On
 KeepAliveTimeout 300
 MaxKeepAliveRequests 0
 ProxyPass "/" "http://127.0.0.1:{bport}/"
+"""
+    if TLS_ON is not None:
+        t = TLS_ON
+        conf += f"""Listen 127.0.0.1:{t.port} https
+<VirtualHost 127.0.0.1:{t.port}>
+    SSLEngine on
+    SSLCertificateFile {t.cert}
+    SSLCertificateKeyFile {t.key}
+    ProxyPass "/" "http://127.0.0.1:{bport}/"
+</VirtualHost>
 """
     path = work / "proxympm.conf"
     path.write_text(conf)
@@ -440,8 +502,16 @@ def pin_children(server: Server) -> None:
 # -- load ------------------------------------------------------------------------------
 
 
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+def http_get(port: int, path: str, tls: bool = False) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        s = raw
+        if tls:
+            import ssl
+
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(raw)
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
@@ -468,6 +538,10 @@ def check_target(port: int, scenarios: list[str]) -> None:
     if status != 200 or body != SMALL_BODY:
         raise RuntimeError(f"GET / gave {status} {body[:40]!r}")
     for sc in scenarios:
+        if sc == "tls" and TLS_ON is not None:
+            status, body = http_get(TLS_ON.port, "/", tls=True)
+            if status != 200 or body != SMALL_BODY:
+                raise RuntimeError(f"GET https:///{TLS_ON.port}/ gave {status} {body[:40]!r}")
         if sc in ("64k", "1m"):
             status, body = http_get(port, PATHS[sc])
             if status != 200 or len(body) != SIZES[sc]:
@@ -481,9 +555,16 @@ def parse_dur(s: str) -> float:
     return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
 
 
-def run_wrk(port: int, path: str, args: argparse.Namespace, duration: float) -> dict:
+def run_wrk(port: int, path: str, args: argparse.Namespace, duration: float,
+            scenario: str = "") -> dict:
+    url = f"http://127.0.0.1:{port}{path}"
+    extra: list[str] = []
+    if scenario == "close":
+        extra = ["-H", "Connection: close"]  # a new connection for every request
+    elif scenario == "tls" and TLS_ON is not None:
+        url = f"https://127.0.0.1:{TLS_ON.port}{path}"
     cmd = ["wrk", f"-t{args.wrk_threads}", f"-c{args.conns}", f"-d{duration:g}s",
-           "--timeout", "5s", "--latency", f"http://127.0.0.1:{port}{path}"]
+           "--timeout", "5s", "--latency", *extra, url]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
     out = r.stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -496,10 +577,11 @@ def run_wrk(port: int, path: str, args: argparse.Namespace, duration: float) -> 
             "errors": errs + (int(non2xx.group(1)) if non2xx else 0)}
 
 
-def measured_wrk(server: Server, path: str, args: argparse.Namespace) -> dict:
+def measured_wrk(server: Server, path: str, args: argparse.Namespace,
+                 scenario: str = "") -> dict:
     pids = server.pids()
     c0, m0, t0 = cpu_ticks(pids), machine_busy(), time.monotonic()
-    res = run_wrk(server.port, path, args, args.duration)
+    res = run_wrk(server.port, path, args, args.duration, scenario)
     el = time.monotonic() - t0
     c1, m1 = cpu_ticks(server.pids()), machine_busy()
     cpu = (c1 - c0) / CLK_TCK
@@ -574,6 +656,8 @@ def run_target(t: Target, args: argparse.Namespace, root: Path, bport: int, rnd:
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o755)
     port = free_port()
+    if TLS_ON is not None:
+        TLS_ON.port = free_port()
     argv = t.build(work, port, bport, args.workers, t.threads)
     out: list[dict] = []
     server = Server(t.name, argv, port, work, env=t.env or None)
@@ -597,7 +681,9 @@ def run_target(t: Target, args: argparse.Namespace, root: Path, bport: int, rnd:
                 for s in socks:
                     s.close()
             else:
-                res = measured_wrk(server, PATHS[sc], args)
+                if sc == "tls":  # warm-up: handshakes and TLS session caches
+                    run_wrk(port, "/", args, args.warmup, "tls")
+                res = measured_wrk(server, PATHS[sc], args, sc)
                 res["scenario"] = sc
             res.update(target=t.name, round=rnd)
             log(f"  {t.name:16s} {sc:6s} {res['rps']:10.0f} req/s  "
@@ -664,7 +750,7 @@ def main() -> int:
     ap.add_argument("-t", "--targets", default="proxympm,nginx,apache,haproxy",
                     help="comma list among proxympm,nginx,apache,haproxy (+ variants)")
     ap.add_argument("-s", "--scenarios", default="small,64k,idle",
-                    help="comma list among small,64k,1m,idle")
+                    help="comma list among small,64k,1m,close,tls,idle")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median)")
     ap.add_argument("-d", "--duration", type=float, default=8.0, help="seconds per wrk run (<=10)")
     ap.add_argument("--warmup", type=float, default=2.0)
@@ -689,7 +775,7 @@ def main() -> int:
     args.duration = min(args.duration, 10.0)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     for s in args.scenarios:
-        if s not in ("small", "64k", "1m", "idle"):
+        if s not in SCENARIOS:
             ap.error(f"unknown scenario {s}")
     if not shutil.which("wrk"):
         log("wrk is required: apt-get install wrk (Debian/Ubuntu) or build github.com/wg/wrk")
@@ -716,6 +802,14 @@ def main() -> int:
     bwork.mkdir(exist_ok=True)
     os.chmod(bwork, 0o755)
     bport = free_port()
+    if "tls" in args.scenarios:
+        made = make_cert(root)
+        if made is None:
+            log("no openssl CLI: skipping the tls scenario")
+            args.scenarios.remove("tls")
+        else:
+            global TLS_ON
+            TLS_ON = TLS(0, *made)
     if shutil.which("nginx") and not args.python_backend:
         args.backend_kind = "nginx (return 200 / sendfile)"
         bargv = backend_nginx(bwork, bport, args.workers)
@@ -729,7 +823,7 @@ def main() -> int:
     backend = Server("backend", bargv, bport, bwork)
     results: list[dict] = []
     try:
-        check_target(bport, args.scenarios)
+        check_target(bport, [s for s in args.scenarios if s != "tls"])
         for rnd in range(args.rounds):
             order = targets[rnd % len(targets):] + targets[: rnd % len(targets)]
             log(f"round {rnd + 1}/{args.rounds}")

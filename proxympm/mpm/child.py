@@ -243,7 +243,9 @@ class Child:
             if self.pod_r in ready:
                 self.error_log.notice("mpm", "parent process gone; child exiting")
                 self.stop_request = "now"
-        died = self.stop_request is None  # the listener thread ended on its own: a crash
+        # the listener thread ended without being asked to stop (MaxConnectionsPerChild
+        # asks it itself): it crashed
+        died = self.stop_request is None and not self.listener.stopping
         self._shutdown(self.stop_request == "graceful" or died)
         if died:
             # a non-zero exit: the arbiter's crash back-off applies, no respawn hot loop

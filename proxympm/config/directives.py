@@ -494,6 +494,21 @@ DECLARATIONS: tuple[Declaration, ...] = (
         usage="A balancer name and scheme with list of params",
     ),  # fmt: skip
     Declaration(
+        "ProxyHCExpr", VHOST, RAW, cv.hc_expr, st.hc_expr, module="mod_proxy_hcheck",
+        syntax="ProxyHCExpr name {expression}", default=None,
+        doc="Names a condition on a health check's response, for a BalancerMember's "
+        "`hcexpr=name`: the check passes when it holds (without `hcexpr`: when the "
+        "status is 2xx or 3xx). proxympm's subset of httpd's expressions: "
+        "`%{REQUEST_STATUS}` compared with a number (`==`, `!=`, `<`, `<=`, `>`, `>=`, "
+        "`-eq`, `-ne`, `-lt`, `-le`, `-gt`, `-ge`) or matched with `=~ /regex/` or "
+        "`!~ /regex/`, each optionally negated with `!`, joined by `&&` and `||` (`&&` "
+        "binds tighter; no parentheses). Example: "
+        "`ProxyHCExpr ok234 {%{REQUEST_STATUS} =~ /^[234]/}`.",
+        compat="Only `%{REQUEST_STATUS}`: no `hc('body')`, other variables, functions "
+        "or parentheses (refused with a message). Names are server-wide.",
+        usage="Define a health check condition ruleset expression",
+    ),  # fmt: skip
+    Declaration(
         "ProxySet", VHOST | Context.PROXY, RAW, cv.proxy_set, st.proxy_set,
         module="mod_proxy", syntax="ProxySet [balancer://name] key=value ...",
         default=None,

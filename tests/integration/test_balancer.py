@@ -129,7 +129,8 @@ def test_all_members_down_is_503_with_retry_after(
     proxympm: Callable[..., Proxy], free_port: Callable[[], int]
 ) -> None:
     proxy = proxympm(BALANCER, **_conf(free_port(), free_port(), free_port(),
-                                       ka="retry=20", kb="retry=20", kc="retry=20"))
+                                       ka="retry=20", kb="retry=20", kc="retry=20",
+                                       settings="forcerecovery=Off"))
     first = requests.get(f"{proxy.url}/app/x", timeout=10)
     assert first.status_code == 503
     assert first.headers.get("Retry-After") is not None

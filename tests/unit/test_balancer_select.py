@@ -90,7 +90,8 @@ def test_p2c_follows_loadfactor_and_avoids_the_busy_member() -> None:
 
 
 def test_lbset_and_hot_standby_order() -> None:
-    b = make([{"lbset": 1}, {}, {"status": "H"}, {"lbset": 1, "status": "H"}])
+    b = make([{"lbset": 1}, {}, {"status": "H"}, {"lbset": 1, "status": "H"}],
+             forcerecovery=False)
     assert set(run(b, 20)) == {1}  # lbset 0, no standby
     b.mark_failed(b.members[1])
     assert set(run(b, 20)) == {2}  # lbset 0's hot standby

@@ -77,6 +77,10 @@ class WorkerSpec:
     group: str  # balancer name, or the backend's name for a capped plain worker
     url: str
     max: int | None
+    flags: str = ""  # configured status flags (D S I H R N)
+    route: str = ""
+    lbset: int = 0
+    loadfactor: float = 1.0
 
 
 class Group:
@@ -356,7 +360,9 @@ class BackendTable:
         number is current, the set of them may be a moment apart).
 
         Keys: ``balancer`` (group name), ``member`` (URL), ``max`` (None: no cap),
-        ``in_flight``, ``queued`` (requests of its group waiting), ``served``,
+        ``route``, ``lbset``, ``loadfactor``, ``status`` (httpd's flag letters: the
+        configured ones, plus ``E`` while in error state and ``C`` while taken out
+        by the health checks; "" is OK), ``in_flight``, ``queued`` (requests of its group waiting), ``served``,
         ``errors``, ``in_error`` and ``error_for`` (seconds of error state left),
         ``sent``/``read`` (bytes), ``latency_ms`` (peak-EWMA, 0: none yet),
         ``hc_failed``, ``hc_checks``, ``hc_last`` (wall time of the last check, 0:
@@ -367,8 +373,12 @@ class BackendTable:
         for i, spec in enumerate(self.specs):
             group = self.groups[spec.group]
             until = self.get(i, ERROR_UNTIL)
+            status = spec.flags + ("E" if until > now else "") + (
+                "C" if self.get(i, HC_FAILED) else "")
             out.append({
                 "balancer": spec.group, "member": spec.url, "max": spec.max,
+                "route": spec.route, "lbset": spec.lbset, "loadfactor": spec.loadfactor,
+                "status": status,
                 "in_flight": self.get(i, INFLIGHT), "queued": self.waiting(group),
                 "served": self.get(i, SERVED), "errors": self.get(i, ERRORS),
                 "in_error": until > now, "error_for": max(0.0, (until - now) / 1e6),

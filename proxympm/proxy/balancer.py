@@ -135,7 +135,8 @@ _FULL = "full"
 
 
 def specs_for(config: BalancerConfig) -> list[WorkerSpec]:
-    return [WorkerSpec(config.name, m.url, m.params.max) for m in config.members]
+    return [WorkerSpec(config.name, m.url, m.params.max, m.params.status, m.params.route,
+                       m.params.lbset, m.params.loadfactor) for m in config.members]
 
 
 class Balancer:

@@ -219,3 +219,31 @@ def test_queue_is_server_wide_between_two_processes() -> None:
         for fd in (go_w, held_r, *reads, *writes):
             os.close(fd)
         table.close()
+
+
+def test_config_summary_shows_the_balancer_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from proxympm.config.describe import describe
+    from proxympm.config.loader import load_config
+
+    conf = tmp_path / "s.conf"
+    conf.write_text("""Listen 8080
+ProxyHCExpr ok {%{REQUEST_STATUS} =~ /^2/}
+<Proxy balancer://a>
+BalancerMember http://127.0.0.1:1 max=2 hcmethod=GET hcuri=/h hcinterval=500ms hcfails=3 \\
+    hcexpr=ok route=r1 status=+R
+BalancerMember http://127.0.0.1:2 loadfactor=3 status=+N
+ProxySet lbmethod=peakewma stickysession=JSESSIONID|jsessionid forcerecovery=off timeout=5
+</Proxy>
+ProxyPass /a balancer://a/
+ProxyPass /b http://127.0.0.1:3/ max=4 acquire=250
+""")
+    config = load_config(str(conf))
+    shown = describe(config)
+    assert ("Balancer balancer://a: lbmethod=peakewma timeout=5 forcerecovery=Off "
+            "stickysession=JSESSIONID|jsessionid") in shown
+    assert "BalancerMember http://127.0.0.1:1 max=2 status=R route=r1 hcmethod=GET" in shown
+    assert ("health check: GET /h every 0.5s, out after 3 failed, back after 1 good, "
+            "passes if ok") in shown
+    assert "status=N" in shown
+    assert "/b -> http://127.0.0.1:3/ max=4 acquire=0.25" in shown
+    assert "ProxyHCExpr ok {%{REQUEST_STATUS} =~ /^2/}" in shown

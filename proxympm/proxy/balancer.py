@@ -337,6 +337,8 @@ class Balancer:
         table, group = self.table, self.group
         with table.locked(group):
             now = now_us()
+            if table.waiting(group) and isinstance(self._choose(mask, now, False), Member):
+                self._dispatch(now)  # a slot is free: let those who came first have it
             got = self._choose_or_recover(mask, now, commit=not table.waiting(group))
             if isinstance(got, Member) and not table.waiting(group):
                 return got

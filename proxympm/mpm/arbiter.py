@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from proxympm.config.model import Listen, ServerConfig
 from proxympm.log import ErrorLog, parse_log_level, setup_error_log
-from proxympm.mpm.child import run_child
 from proxympm.mpm import watchdog
+from proxympm.mpm.child import run_child
 from proxympm.mpm.scoreboard import (
     G_CONFIG_GENERATION,
     G_GENERATION,
@@ -101,16 +101,18 @@ class Arbiter:
         self.next_spawn = 0.0
         # ServerLimit sizes the scoreboard once, for the server's lifetime (as httpd);
         # twice over, so that a whole generation can finish gracefully beside the next.
-from proxympm.mpm import watchdog
-from proxympm.mpm.scoreboard import (
-    G_CONFIG_GENERATION,
-    G_GENERATION,
-    STATE,
-    STOPPING,
-    Scoreboard,
-)
-from proxympm.proxy.backend_table import BackendTable, make_wake_pipes
-from proxympm.proxy.balancer import table_for
+        self.scoreboard = Scoreboard(2 * max(1, config.server_limit), config.thread_limit)
+        self.scoreboard.set_header(G_CONFIG_GENERATION, 1)
+        self.scoreboard.use_threads(config.threads_per_child)
+        # Server-wide backend state (max, queue, error and health state): one table
+        # per generation, built before its children fork; one wake-up pipe per slot.
+        self.wake_reads, self.wake_writes = make_wake_pipes(self.scoreboard.slots)
+        self.tables: dict[int, BackendTable] = {}
+        self.watchdog_pid: int | None = None
+        self.watchdog_pod = -1
+        self.watchdog_next = 0.0
+        self.watchdog_started = 0.0
+        self.stopping = False
         self.wanted = 0  # children to fork as soon as allowed (start, replacements)
         self.spawn_rate = 1
         # httpd's hold_off_on_exponential_spawning: after a graceful restart the spawn

@@ -86,7 +86,9 @@ class Child:
         all_hosts = config.all_hosts()
         if backends is not None:
             backends.attach(slot, backends.wake_fds, backends.wake_reads[slot])
-        # one registry per child, shared by every host; the state is server-wide
+        # One registry per child, shared by every host; the state is server-wide.
+        # The status page reads it with ``self.balancers.table.snapshot()`` (a list
+        # of per-member dicts; see BackendTable.snapshot for the keys).
         self.balancers = balancers = Balancers(config.balancers, backends)
         self.routers = {id(h): Router(h.routes, balancers, h.handlers) for h in all_hosts}
         self.access_logs = self._open_access_logs()

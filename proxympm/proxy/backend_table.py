@@ -16,7 +16,7 @@ every process on the machine shares, unless named ``WALL``):
 ``ERROR_UNTIL`` (in error state until), ``INFLIGHT`` (sum over children),
 ``LBSTATUS`` (byrequests' smooth round-robin credit: server-wide, so the weights
 hold exactly across children), ``SERVED``, ``ERRORS``, ``SENT``/``READ`` (bytes,
-for bytytraffic), ``EWMA``/``EWMA_AT`` (peak-EWMA latency), and the health-check
+for bytraffic), ``EWMA``/``EWMA_AT`` (peak-EWMA latency), and the health-check
 words that only the watchdog writes. Per child slot, ``inflight[slot][worker]``:
 the same count split by child, so that when a child dies (even by SIGKILL) the
 arbiter subtracts what it held and clears its queue entries (``reap_child``).
@@ -362,8 +362,9 @@ class BackendTable:
         Keys: ``balancer`` (group name), ``member`` (URL), ``max`` (None: no cap),
         ``route``, ``lbset``, ``loadfactor``, ``status`` (httpd's flag letters: the
         configured ones, plus ``E`` while in error state and ``C`` while taken out
-        by the health checks; "" is OK), ``in_flight``, ``queued`` (requests of its group waiting), ``served``,
-        ``errors``, ``in_error`` and ``error_for`` (seconds of error state left),
+        by the health checks; "" is OK), ``in_flight``, ``queued`` (requests of its
+        group waiting), ``served``, ``errors``, ``in_error`` and ``error_for``
+        (seconds of error state left),
         ``sent``/``read`` (bytes), ``latency_ms`` (peak-EWMA, 0: none yet),
         ``hc_failed``, ``hc_checks``, ``hc_last`` (wall time of the last check, 0:
         none), ``hc_result`` (its status code, or -1 connect failure, -2 timeout,

@@ -419,7 +419,7 @@ class Balancer:
     def release(self, member: Member, sent: int = 0, read: int = 0,
                 latency: float | None = None, failed: bool = False) -> None:
         """The attempt on ``member`` is over: its slot goes to the queue's head.
-        ``sent``/``read`` bytes feed bytytraffic, ``latency`` (seconds to the
+        ``sent``/``read`` bytes feed bytraffic, ``latency`` (seconds to the
         response head) peak-EWMA; ``failed`` counts an error."""
         t = self.table
         i = member.index

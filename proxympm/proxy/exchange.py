@@ -11,10 +11,13 @@ client sees and whether the request may be retried: every status decision about
 upstream failures lives there.
 
 A ``balancer://`` route (``_balanced``) picks a member per attempt from
-``proxympm.proxy.balancer`` (maybe waiting in its ``max`` queue), runs one attempt
-on it, and goes to another member only when the failed attempt was safe to repeat
-(``_attempt``'s second result): nothing sent, or nothing answered to a replayable
-request.
+``proxympm.proxy.balancer`` (its sticky-session member if the request names one;
+maybe waiting in the server-wide ``max`` queue), runs one attempt on it, and goes
+to another member only when the failed attempt was safe to repeat (``_attempt``'s
+second result): nothing sent, or nothing answered to a replayable request. A plain
+route with ``max`` (``_capped``) waits the same way for a slot of its one backend.
+Every attempt on a member reports its bytes and time to the response head back
+(``release``), for bytraffic and peakewma.
 
 Thread model: runs entirely in one worker thread; touches the client connection
 (owned by that worker for the duration), the shared Pool (locked internally),
@@ -225,7 +228,7 @@ class Exchange:
         excluded = failed = 0  # bitmasks of members: not to use now / that failed
         if settings.stickysession:
             route = session_route(settings, req.target,
-                                  [v for n, (_, v) in zip(req.lnames, req.headers)
+                                  [v for n, (_, v) in zip(req.lnames, req.headers, strict=True)
                                    if n == b"cookie"])
             excluded, refused = balancer.sticky(route)
             if refused is not None:

@@ -148,7 +148,7 @@ async def probe(check: Check, addrs: list[tuple[int, tuple]]) -> int:
                 asyncio.open_connection(addr[0], addr[1], family=family, ssl=check.tls,
                                         server_hostname=check.host if check.tls else None),
                 check.timeout)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        except (TimeoutError, OSError, ssl.SSLError):
             continue
         try:
             if check.method == "TCP":
@@ -158,7 +158,7 @@ async def probe(check: Check, addrs: list[tuple[int, tuple]]) -> int:
                          % (check.method.encode(), check.path, check.host_header))
             try:
                 line = await asyncio.wait_for(reader.readline(), check.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return bt.HC_RESULT_TIMEOUT
             m = re.match(rb"HTTP/1\.[01] (\d{3})", line)
             return int(m.group(1)) if m else bt.HC_RESULT_INVALID

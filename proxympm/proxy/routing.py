@@ -157,8 +157,9 @@ class Router:
                   AccessCheck(h.access) if h.access is not None else None)
             for h in handlers
         ) + tuple(
-            Route(r.path.encode("ascii"), self._target(r.url, r.params, balancers) if r.url else None,
-                  r.params, None, AccessCheck(r.access) if r.access is not None else None)
+            Route(r.path.encode("ascii"),
+                  self._target(r.url, r.params, balancers) if r.url else None, r.params,
+                  None, AccessCheck(r.access) if r.access is not None else None)
             for r in routes
         )
 

@@ -132,7 +132,9 @@ class Child:
         if scoreboard is not None and any(h.handlers for h in all_hosts):
             from proxympm.status import StatusPage
 
-            status_page = StatusPage(scoreboard, config, server_name.decode("ascii"))
+            table = balancers.table
+            status_page = StatusPage(scoreboard, config, server_name.decode("ascii"),
+                                     members=table.snapshot if table.specs else None)
         self.workers.extend(
             Worker(i, self.work_queue, self.listener, self.exchange, self.hosts, self.routers,
                    self.access_logs, self.error_log,

@@ -325,3 +325,42 @@ ProxyPass /hc/ balancer://hc/
         assert time.monotonic() < deadline, "no health checks after the watchdog died"
         time.sleep(0.05)
     assert re.search(r"watchdog", proxy.error_log())
+
+
+def test_status_page_shows_the_shared_member_state(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    free_port: Callable[[], int],
+) -> None:
+    backend = backend_factory("only")
+    proxy = proxympm(TWO_CHILDREN + """
+<Proxy balancer://st>
+    BalancerMember http://127.0.0.1:{b} max=1
+    BalancerMember http://127.0.0.1:{dead} retry=60
+    ProxySet timeout=10
+</Proxy>
+ProxyPass /server-status !
+ProxyPass /metrics !
+ProxyPass /st/ balancer://st/
+<Location "/server-status">
+    SetHandler server-status
+</Location>
+<Location "/metrics">
+    SetHandler metrics
+</Location>
+""", b=backend.port, dead=free_port(), wait_children=2)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        slow = [pool.submit(requests.get, f"{proxy.url}/st/slow/1.5", timeout=10)
+                for _ in range(3)]
+        backend.wait_for_requests(1)
+        time.sleep(0.3)  # one in flight, the others queued (the dead member failed)
+        # every child answers with the same, server-wide numbers
+        pages = [requests.get(f"{proxy.url}/metrics", timeout=5).text for _ in range(4)]
+        assert all(r.result().status_code == 200 for r in slow)
+    for page in pages:
+        assert re.search(r'proxympm_balancer_member_in_flight\{balancer="balancer://st",'
+                         rf'member="http://127.0.0.1:{backend.port}"\}} 1', page), page
+        assert re.search(r'proxympm_balancer_member_queued\{[^}]*\} 2', page), page
+        assert re.search(r'proxympm_balancer_member_in_error\{[^}]*member="http://127.0.0.1:'
+                         rf'(?!{backend.port})\d+"\}} 1', page), page
+    html = requests.get(f"{proxy.url}/server-status", timeout=5).text
+    assert "Balancer members" in html and f"http://127.0.0.1:{backend.port}" in html

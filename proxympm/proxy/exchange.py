@@ -486,7 +486,10 @@ class Exchange:
     def may_inline(req: Request, body: BodyDecoder, body_file: BodyFile | None,
                    target: Target, params: WorkerParams) -> bool:
         """Could this request be an inline exchange (before any per-request work)?"""
-        return (target.balancer is None and target.scheme == "http" and body.done
+        # (not a balancer's or a capped backend's: their shared slots are taken and
+        # given back around the exchange, by the worker)
+        return (target.balancer is None and target.capped is None and target.scheme == "http"
+                and body.done
                 and body_file is None and req.upgrade is None and req.method in IDEMPOTENT
                 and params.response_buffering and not params.disablereuse
                 and not params.proxyprotocol)

@@ -180,10 +180,10 @@ _URL_SCHEMES = ("http", "https", "ws", "wss", "balancer")
 # Keys httpd knows that proxympm does not implement: refused by name, not as typos.
 _APACHE_ONLY_KEYS = frozenset(
     {
-        "min", "smax", "acquire", "ping", "redirect", "flushwait", "iobuffersize",
+        "min", "smax", "ping", "redirect", "flushwait", "iobuffersize",
         "receivebuffersize",
         "responsefieldsize", "mapping", "addressttl", "secret", "flusher",
-        "hcmethod", "hcinterval", "hcpasses", "hcfails", "hcuri", "hcexpr", "hctemplate",
+        "hctemplate",
     }
 )  # fmt: skip
 
@@ -200,13 +200,15 @@ def _on_off(value: str, label: str) -> bool:
     return value.lower() == "on"
 
 
-_MEMBER_KEYS = frozenset({"loadfactor", "lbset", "status", "route"})
+_HC_KEYS = frozenset({"hcmethod", "hcuri", "hcinterval", "hcpasses", "hcfails", "hcexpr"})
+_MEMBER_KEYS = frozenset({"loadfactor", "lbset", "status", "route"}) | _HC_KEYS
 _ROUTE_KEYS = frozenset({"requestbuffering", "responsebuffering", "flushpackets", "upgrade"})
 # RFC 9110 token characters (an Upgrade protocol name, without its "/version")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # status flags proxympm implements, and httpd's that it refuses by name
-_STATUS_FLAGS = "DSIH"
-_APACHE_ONLY_FLAGS = "ERNC"
+_STATUS_FLAGS = "DSIHRN"
+_APACHE_ONLY_FLAGS = "EC"
+_HC_METHODS = ("TCP", "GET", "HEAD", "OPTIONS")
 
 
 def _member_param(k: str, key: str, value: str, values: dict[str, object]) -> None:
@@ -227,6 +229,29 @@ def _member_param(k: str, key: str, value: str, values: dict[str, object]) -> No
         if len(value) > 63:
             raise DirectiveError("BalancerMember Route length must be < 64 characters")
         values["route"] = value
+    elif k == "hcmethod":
+        if value.upper() not in _HC_METHODS and value.upper() != "NONE":
+            raise DirectiveError(f"BalancerMember hcmethod must be one of "
+                                 f"{', '.join(_HC_METHODS)} (or None)")
+        values["hcmethod"] = "" if value.upper() == "NONE" else value.upper()
+    elif k == "hcuri":
+        if any(c in value for c in " \t\r\n\0"):
+            raise DirectiveError("BalancerMember hcuri must be a URL path")
+        values["hcuri"] = value
+    elif k == "hcinterval":
+        seconds = duration(value)
+        if seconds is None or seconds < 0.05:
+            raise DirectiveError("BalancerMember hcinterval must be a duration of at "
+                                 "least 50ms (seconds, or with a unit such as 500ms)")
+        values["hcinterval"] = seconds
+    elif k in ("hcpasses", "hcfails"):
+        if not _INTEGER.fullmatch(value) or not 1 <= int(value) <= 1000:
+            raise DirectiveError(f"BalancerMember {k} must be an integer between 1..1000")
+        values[k] = int(value)
+    elif k == "hcexpr":
+        if not value:
+            raise DirectiveError("BalancerMember hcexpr needs a ProxyHCExpr name")
+        values["hcexpr"] = value
     else:  # status: [+|-]FLAG..., '+' by default (set_worker_param's loop)
         flags = set(str(values.get("status", "")))
         mode = True
@@ -280,6 +305,12 @@ def worker_params(pairs: Sequence[tuple[str, str]], member: bool = False) -> Wor
             if not _INTEGER.fullmatch(value) or int(value) < 0:
                 raise DirectiveError("ProxyPass Max must be a positive number")
             values["max"] = int(value) or None  # 0: no cap, as httpd's default
+        elif k == "acquire":
+            seconds = duration(value, "ms")
+            if seconds is None or seconds <= 0:
+                raise DirectiveError("ProxyPass Acquire must be a positive duration "
+                                     "(milliseconds, or with a unit)")
+            values["acquire"] = seconds
         elif k == "retry":
             if not _INTEGER.fullmatch(value) or int(value) < 0:
                 raise DirectiveError("ProxyPass Retry must be a positive value")
@@ -327,11 +358,8 @@ def _upgrade(value: str) -> str:
     return ",".join(n.lower() for n in names)
 
 
-_LBMETHODS = ("byrequests", "bybusyness", "p2c")
-_APACHE_ONLY_BALANCER_KEYS = frozenset(
-    {"stickysession", "stickysessionsep", "scolonpathdelim", "forcerecovery", "growth",
-     "nonce"}
-)  # fmt: skip
+_LBMETHODS = ("byrequests", "bytraffic", "bybusyness", "p2c", "peakewma")
+_APACHE_ONLY_BALANCER_KEYS = frozenset({"growth", "nonce"})
 
 
 def balancer_params(
@@ -344,7 +372,7 @@ def balancer_params(
         if k == "lbmethod":
             if value.lower() not in _LBMETHODS:
                 raise DirectiveError(f"{directive} unknown lbmethod '{value}' (proxympm has "
-                                     "byrequests, bybusyness and p2c)")
+                                     f"{', '.join(_LBMETHODS)})")
             out.append(("lbmethod", value.lower()))
         elif k == "timeout":
             if not _INTEGER.fullmatch(value) or int(value) < 1:
@@ -372,6 +400,28 @@ def balancer_params(
                                          "response codes")
                 codes.append(int(word))
             out.append(("failonstatus", tuple(codes)))
+        elif k == "forcerecovery":
+            if value.lower() not in ("on", "off"):
+                raise DirectiveError(f"{directive} forcerecovery must be On|Off")
+            out.append(("forcerecovery", value.lower() == "on"))
+        elif k == "scolonpathdelim":
+            if value.lower() not in ("on", "off"):
+                raise DirectiveError(f"{directive} scolonpathdelim must be On|Off")
+            out.append(("scolonpathdelim", value.lower() == "on"))
+        elif k == "stickysession":
+            names = value.split("|")
+            if len(names) > 2 or not all(names) or len(value) > 63:
+                raise DirectiveError(f"{directive} stickysession must be COOKIE or "
+                                     "COOKIE|urlparameter (< 64 characters)")
+            out.append(("stickysession", value))
+        elif k == "stickysessionsep":
+            if value.lower() == "off":
+                out.append(("stickysessionsep", ""))
+            elif len(value) != 1:
+                raise DirectiveError(f"{directive} stickysessionsep must be a single "
+                                     "character or Off")
+            else:
+                out.append(("stickysessionsep", value))
         elif k in _APACHE_ONLY_BALANCER_KEYS:
             raise DirectiveError(
                 f"{directive} balancer parameter '{key}' is not supported by proxympm")
@@ -437,6 +487,22 @@ def proxy_set(inv: Invocation) -> tuple[str | None, tuple[tuple[str, object], ..
     if not words:
         raise DirectiveError("ProxySet needs at least one key=value parameter")
     return name, balancer_params(_pairs("ProxySet", words), "ProxySet")
+
+
+def hc_expr(inv: Invocation) -> tuple[str, str]:
+    """``ProxyHCExpr name {expression}``: validated against proxympm's subset."""
+    from proxympm.proxy.health import parse_hc_expr
+
+    if len(inv.args) < 2:
+        raise DirectiveError("ProxyHCExpr needs a name and an {expression}")
+    name, text = inv.args[0], " ".join(inv.args[1:]).strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        raise DirectiveError("ProxyHCExpr expression must be enclosed in {}")
+    try:
+        parse_hc_expr(text)
+    except ValueError as exc:
+        raise DirectiveError(f"ProxyHCExpr {name}: {exc}") from None
+    return name, text[1:-1].strip()
 
 
 def backend_url(directive: str, url: str) -> str:

@@ -151,11 +151,25 @@ def _balancer_lines(balancer: Balancer) -> list[str]:
         shown.append("failonstatus=" + ",".join(map(str, settings.failonstatus)))
     if settings.failontimeout:
         shown.append("failontimeout=On")
+    if not settings.forcerecovery:
+        shown.append("forcerecovery=Off")
+    if settings.stickysession:
+        shown.append(f"stickysession={settings.stickysession}")
+        if settings.stickysessionsep != ".":
+            shown.append(f"stickysessionsep={settings.stickysessionsep or 'Off'}")
+        if settings.scolonpathdelim:
+            shown.append("scolonpathdelim=On")
     where = f"  ({balancer.where})" if balancer.where else ""
     lines = [f"Balancer {balancer.name}: {' '.join(shown)}{where}"]
     for m in balancer.members:
         params = _params(m.params)
         lines.append(f"  BalancerMember {m.url}{' ' + params if params else ''}  ({m.where})")
+        if m.params.hcmethod:
+            p = m.params
+            lines.append(f"    health check: {p.hcmethod} {p.hcuri or '(member URL)'} every "
+                         f"{_number(p.hcinterval)}s, out after {p.hcfails} failed, back "
+                         f"after {p.hcpasses} good" + (f", passes if {p.hcexpr}" if p.hcexpr
+                                                       else ", passes on 2xx/3xx"))
     if not balancer.members:
         lines.append("  (no members: requests get 503)")
     return lines
@@ -184,6 +198,8 @@ def describe(config: ServerConfig) -> str:
         lines += _host_lines(vhost.host, "    ")
     for balancer in config.balancers:
         lines += _balancer_lines(balancer)
+    for name, expr in config.hc_exprs:
+        lines.append(f"ProxyHCExpr {name} {{{expr}}}")
     servers = " ".join(config.dns_servers) or "from /etc/resolv.conf"
     lines.append(f"Upstream DNS: servers {servers}, TTL floor "
                  f"{_number(config.dns_ttl_floor)}s, ceiling {_number(config.dns_ttl_ceiling)}s")

@@ -397,7 +397,11 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "Worker keys (case-insensitive): `timeout` (integer seconds >= 1, default "
         "ProxyTimeout), `connectiontimeout` (seconds, or with a unit such as `500ms`; "
         "default `timeout`), `ttl` (seconds an idle pooled connection may be reused), `max` "
-        "(on a BalancerMember: concurrent requests to it, per child; 0 = no cap), `retry` "
+        "(concurrent requests to the backend across the whole server, all children "
+        "together; more wait first come first served; 0 = no cap), `acquire` (with `max` "
+        "on a plain ProxyPass: how long a request may wait for a free slot, in "
+        "milliseconds or with a unit, default the worker's `timeout`; then 503 with "
+        "`Retry-After`), `retry` "
         "(seconds a failed backend is skipped, default 60, 0 = always retry), `keepalive` "
         "(TCP keep-alive probes on backend sockets), `disablereuse`/`enablereuse` "
         "(no connection pooling), `requestbuffering` (On by default: the whole request "
@@ -431,8 +435,10 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "Any other httpd key is refused by name (`ping`, `acquire`, `min`, ...); an "
         "unknown key is httpd's 'unknown Worker parameter'. `timeout=5ms` is refused where "
         "httpd reads 5 seconds. The flags `nocanon`, `interpolate`, `noquery` and the `~` "
-        "regex form are not supported. `max` is enforced on BalancerMembers (per child, "
-        "see there); on a plain ProxyPass it is accepted and not enforced yet.",
+        "regex form are not supported. httpd's `max` sizes a per-child connection pool; "
+        "proxympm's caps requests server-wide (what an app server with N workers needs). "
+        "Two routes to the same backend origin share one cap (the first route's `max`). "
+        "A plain ProxyPass worker's error state (`retry`) is per child process.",
         usage="a virtual path and a URL",
     ),  # fmt: skip
     Declaration(
@@ -460,13 +466,16 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "DELETE with a buffered body also fails over when the member failed before its "
         "response began; a request whose bytes went out is otherwise never sent again. "
         "With every member in error, or no member free before the queue `timeout`, the "
-        "client gets 503 with `Retry-After`.",
+        "client gets 503 with `Retry-After` (with `forcerecovery=On`, the default, a "
+        "request that finds every member in error first clears their error state and "
+        "tries again, as httpd does). Member state (error state, requests in flight, "
+        "`max`, the queue, byrequests credit, traffic and latency, health-check results) "
+        "is in shared memory: one view for all children and the watchdog.",
         compat="Only `balancer://` URLs (no `<Proxy *>` or worker sections). Balancer "
-        "names are server-wide, also when declared in a `<VirtualHost>`. Member error "
-        "state, `max` and the busy counts that `bybusyness` and `p2c` use are per child "
-        "process until the shared scoreboard exists (httpd keeps error state in shared "
-        "memory; its `max` is per child too). No sticky sessions, hot spares (`+R`), "
-        "`forcerecovery` or balancer-manager; a balancer with no members answers 503.",
+        "names are server-wide, also when declared in a `<VirtualHost>`. No "
+        "balancer-manager; a balancer with no members answers 503. During a graceful "
+        "restart the old and new generations count `max` separately (error and health "
+        "state carry over).",
         usage="Container for directives affecting resources located in the proxied "
         "location",
     ),  # fmt: skip
@@ -482,16 +491,41 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "`proxyprotocol`) "
         "and `loadfactor` (weight 1-100, default 1), `lbset` (0-99, default 0: lower sets "
         "are used first), `status` (`+H` hot standby, `+D` disabled, `+S` stopped, `+I` "
-        "ignore errors: never put in error state; `-X` clears a flag), `route` (kept for "
-        "sticky sessions, not used yet), and `max`: at most that many requests to the "
-        "member at once; more wait, first come first served, up to the balancer's "
-        "`timeout`, for this member or another one of the same set.",
-        compat="**`max` is counted per child process** in this version (as httpd's pool "
-        "size is), so the server-wide cap is `max` x the number of children; a shared "
-        "count comes with the scoreboard. `requestbuffering`/`responsebuffering`/"
-        "`flushpackets` belong on the ProxyPass line. Status flags `E`, `R`, `N`, `C` are "
-        "refused.",
+        "ignore errors: never put in error state; `+R` hot spare: stands in for a member "
+        "of its lbset that is not usable; `+N` draining: only sticky sessions routed to "
+        "it; `-X` clears a flag), `route` (the sticky-session route that names this "
+        "member, see ProxySet `stickysession`), `max`: at most that many requests to the "
+        "member at once across the whole server (all children together); more wait, "
+        "first come first served across children, up to the balancer's `timeout`, for "
+        "this member or another one of the same set; a client that hangs up while "
+        "waiting leaves the queue. Active health checks (mod_proxy_hcheck, run once for "
+        "the whole server by the watchdog process): `hcmethod` (`TCP`: connect only; "
+        "`GET`, `HEAD`, `OPTIONS`: an HTTP request; default none: no checks), `hcuri` "
+        "(appended to the member URL's path), `hcinterval` (default 30 s; units allowed, "
+        "e.g. `500ms`), `hcfails` (failed checks in a row that take the member out, "
+        "default 1), `hcpasses` (good checks in a row that bring it back, default 1), "
+        "`hcexpr` (a `ProxyHCExpr` name; without it a check passes on 2xx/3xx).",
+        compat="`requestbuffering`/`responsebuffering`/`flushpackets` belong on the "
+        "ProxyPass line. Status flags `E` and `C` are refused (they are states here, not "
+        "settings). A waiting request holds its worker thread (the queue is bounded by "
+        "the server's threads; waiters check their client every 0.25 s). No "
+        "`hctemplate`; health checks of https members do not verify the certificate.",
         usage="A balancer name and scheme with list of params",
+    ),  # fmt: skip
+    Declaration(
+        "ProxyHCExpr", VHOST, RAW, cv.hc_expr, st.hc_expr, module="mod_proxy_hcheck",
+        syntax="ProxyHCExpr name {expression}", default=None,
+        doc="Names a condition on a health check's response, for a BalancerMember's "
+        "`hcexpr=name`: the check passes when it holds (without `hcexpr`: when the "
+        "status is 2xx or 3xx). proxympm's subset of httpd's expressions: "
+        "`%{REQUEST_STATUS}` compared with a number (`==`, `!=`, `<`, `<=`, `>`, `>=`, "
+        "`-eq`, `-ne`, `-lt`, `-le`, `-gt`, `-ge`) or matched with `=~ /regex/` or "
+        "`!~ /regex/`, each optionally negated with `!`, joined by `&&` and `||` (`&&` "
+        "binds tighter; no parentheses). Example: "
+        "`ProxyHCExpr ok234 {%{REQUEST_STATUS} =~ /^[234]/}`.",
+        compat="Only `%{REQUEST_STATUS}`: no `hc('body')`, other variables, functions "
+        "or parentheses (refused with a message). Names are server-wide.",
+        usage="Define a health check condition ruleset expression",
     ),  # fmt: skip
     Declaration(
         "ProxySet", VHOST | Context.PROXY, RAW, cv.proxy_set, st.proxy_set,
@@ -499,20 +533,35 @@ DECLARATIONS: tuple[Declaration, ...] = (
         default=None,
         doc="Balancer parameters (also accepted on the balancer's ProxyPass line, the later "
         "one winning): `lbmethod` (`byrequests`: smooth weighted round robin by "
-        "`loadfactor`, the default; `bybusyness`: fewest requests in flight, ties by "
-        "weighted round robin; `p2c`: power of two random choices, see below), `timeout` "
+        "`loadfactor`, the default; `bytraffic`: fewest bytes sent and read per unit of "
+        "weight; `bybusyness`: fewest requests in flight, ties by "
+        "weighted round robin; `p2c`: power of two random choices; `peakewma`: two "
+        "random choices compared by latency x load, see below), `timeout` "
         "(seconds a request may wait for a member under its `max`; default 0: no wait, "
         "503 at once), `maxattempts` (failovers per request; default members - 1, at "
         "least 1), `nofailover` (On: never fail over), `failonstatus` (comma list of "
         "statuses that put the member in error; the response still goes to the client), "
         "`failontimeout` (On: a member that does not answer within its `timeout` goes in "
-        "error). `p2c` samples two members at random (weighted by `loadfactor`) and takes "
+        "error), `forcerecovery` (On by default: when every member is in error state, "
+        "clear it and try them; Off: 503), `stickysession` (`COOKIE` or `COOKIE|param`: "
+        "the session id in that cookie, or in a `param=` URL parameter, which wins, ends "
+        "in `.route`, and the request goes to the member with that `route`; if it is not "
+        "usable the request goes elsewhere, unless `nofailover=On`: then 503), "
+        "`stickysessionsep` (default `.`; `Off`: the whole value is the route), "
+        "`scolonpathdelim` (On: `;` also ends the URL parameter's value). "
+        "`p2c` samples two members at random (weighted by `loadfactor`) and takes "
         "the one with fewer requests in flight per unit of weight: nearly as good as "
-        "`bybusyness` at spreading load, but many choosers acting on the same (or stale, "
-        "per-child) counts do not all pile onto the one idlest member at once.",
+        "`bybusyness` at spreading load, but many choosers acting on the same counts "
+        "at once do not all pile onto the one idlest member. `peakewma` samples two "
+        "the same way and takes the one with the lower latency x (in flight + 1) / "
+        "weight, where latency is a moving average of the time to the response head that "
+        "jumps up at once on a slow answer and decays over ~10 s: load moves away from a "
+        "member that is slow right now before its queue grows (Finagle's and Linkerd's "
+        "method).",
         compat="Worker URLs (`ProxySet http://...`) are refused: set worker keys on "
-        "ProxyPass or BalancerMember. `bytraffic`, `heartbeat`, `stickysession`, "
-        "`forcerecovery`, `growth` and `nonce` are not supported.",
+        "ProxyPass or BalancerMember. `p2c` and `peakewma` are proxympm's. `heartbeat`, "
+        "`growth` and `nonce` are not supported. Routes are not added to cookies: the "
+        "application sets its session id with the route suffix, as with httpd.",
         usage="A balancer or worker name with list of params",
     ),  # fmt: skip
     Declaration(

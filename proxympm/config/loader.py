@@ -89,6 +89,7 @@ def load_config(
     listens = _mark_proxy_protocol(server.listens, main, vhosts)
     _check_certificates(server, main, vhosts)
     _check_proxy_tls(main, vhosts, balancers)
+    _check_hc_exprs(balancers, dict(server.settings.get("hc_exprs", ())))  # type: ignore[arg-type]
     settings = dict(server.settings)
     settings.update(clamp_mpm(settings, warnings))
     settings.setdefault("pid_file", os.path.join(root, DEFAULT_PID_FILE))
@@ -396,6 +397,22 @@ def _check_certificates(
                 file,
                 line,
             )
+
+
+def _check_hc_exprs(balancers: dict[str, Balancer], exprs: dict[str, str]) -> None:
+    """A member's ``hcexpr=NAME`` must name a ProxyHCExpr (httpd: AH03239)."""
+    for balancer in balancers.values():
+        for member in balancer.members:
+            name = member.params.hcexpr
+            if name and name not in exprs:
+                file, line = _split_where(member.where)
+                raise ConfigError(f"BalancerMember hcexpr '{name}' is not defined by a "
+                                  "ProxyHCExpr", file, line)
+            if name and not member.params.hcmethod:
+                file, line = _split_where(member.where)
+                raise ConfigError("BalancerMember hcexpr needs hcmethod GET, HEAD or "
+                                  "OPTIONS (health checks are off without hcmethod)",
+                                  file, line)
 
 
 def _check_proxy_tls(main: HostConfig, vhosts: tuple[VirtualHost, ...],

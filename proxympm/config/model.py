@@ -66,20 +66,35 @@ class WorkerParams:
     # BalancerMember only (refused on ProxyPass):
     loadfactor: float = 1.0  # weight, 1..100
     lbset: int = 0  # cluster set: lower sets are tried first
-    status: str = ""  # flags set: D disabled, S stopped, I ignore errors, H hot standby
-    route: str = ""  # sticky route name (kept; sticky sessions are not implemented yet)
+    status: str = ""  # flags: D disabled, S stopped, I ignore errors, H hot standby,
+    # R hot spare, N draining (sticky sessions only)
+    route: str = ""  # sticky route: the session id suffix that names this member
+    # plain ProxyPass with max: how long a request waits for a slot (httpd's acquire);
+    # None: the worker's timeout
+    acquire: float | None = None
+    # mod_proxy_hcheck (active health checks, run by the watchdog process)
+    hcmethod: str = ""  # "" (no checks) | TCP | GET | HEAD | OPTIONS
+    hcuri: str = ""  # appended to the member URL's path
+    hcinterval: float = 30.0
+    hcpasses: int = 1
+    hcfails: int = 1
+    hcexpr: str = ""  # a ProxyHCExpr name (its expression is in ServerConfig.hc_exprs)
 
 
 @dataclass(frozen=True, slots=True)
 class BalancerSettings:
     """Balancer keys (``ProxySet`` in ``<Proxy balancer://...>`` or on its ProxyPass)."""
 
-    lbmethod: str = "byrequests"  # byrequests | bybusyness | p2c
+    lbmethod: str = "byrequests"  # byrequests | bytraffic | bybusyness | p2c | peakewma
     timeout: float = 0.0  # longest wait in the queue for a member under its max; 0: none
     maxattempts: int | None = None  # failover attempts; None: members - 1 (at least 1)
     nofailover: bool = False
     failonstatus: tuple[int, ...] = ()
     failontimeout: bool = False
+    forcerecovery: bool = True  # all members in error: clear their error state and try
+    stickysession: str = ""  # "COOKIE" or "COOKIE|urlparam"
+    stickysessionsep: str = "."  # between session id and route; "" (Off): none
+    scolonpathdelim: bool = False  # ';' also ends a URL session parameter
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +319,7 @@ class ServerConfig:
     main: HostConfig
     vhosts: tuple[VirtualHost, ...] = ()
     balancers: tuple[Balancer, ...] = ()
+    hc_exprs: tuple[tuple[str, str], ...] = ()  # ProxyHCExpr name -> expression
     listen_backlog: int = 511
     pid_file: str = "logs/httpd.pid"
     start_servers: int = 3

@@ -157,6 +157,13 @@ def proxy_set(scope: Scope, inv: Invocation, value: Any) -> None:
     _balancer_for(scope, inv, name).settings.update(settings)
 
 
+def hc_expr(scope: Scope, inv: Invocation, value: Any) -> None:
+    name, text = value
+    exprs = dict(scope.server.settings.get("hc_exprs", ()))  # type: ignore[arg-type]
+    exprs[name] = text  # a later one of the same name wins, as in httpd
+    scope.server.settings["hc_exprs"] = tuple(exprs.items())
+
+
 def proxy_pass_reverse(scope: Scope, inv: Invocation, value: Any) -> None:
     target = scope.location.reverse_rules if scope.location else scope.host.reverse_rules
     target.append(value)

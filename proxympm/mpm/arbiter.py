@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from proxympm.config.model import Listen, ServerConfig
 from proxympm.log import ErrorLog, parse_log_level, setup_error_log
+from proxympm.mpm import watchdog
 from proxympm.mpm.child import run_child
 from proxympm.mpm.scoreboard import (
     G_CONFIG_GENERATION,
@@ -27,6 +28,8 @@ from proxympm.mpm.scoreboard import (
     STOPPING,
     Scoreboard,
 )
+from proxympm.proxy.backend_table import BackendTable, make_wake_pipes
+from proxympm.proxy.balancer import table_for
 from proxympm.proxy.routing import HostTable
 from proxympm.tls import TLSMaterial, validate_tls
 
@@ -101,6 +104,15 @@ class Arbiter:
         self.scoreboard = Scoreboard(2 * max(1, config.server_limit), config.thread_limit)
         self.scoreboard.set_header(G_CONFIG_GENERATION, 1)
         self.scoreboard.use_threads(config.threads_per_child)
+        # Server-wide backend state (max, queue, error and health state): one table
+        # per generation, built before its children fork; one wake-up pipe per slot.
+        self.wake_reads, self.wake_writes = make_wake_pipes(self.scoreboard.slots)
+        self.tables: dict[int, BackendTable] = {}
+        self.watchdog_pid: int | None = None
+        self.watchdog_pod = -1
+        self.watchdog_next = 0.0
+        self.watchdog_started = 0.0
+        self.stopping = False
         self.wanted = 0  # children to fork as soon as allowed (start, replacements)
         self.spawn_rate = 1
         # httpd's hold_off_on_exponential_spawning: after a graceful restart the spawn
@@ -144,9 +156,9 @@ class Arbiter:
         pid = os.fork()
         if pid == 0:  # child
             os.close(pod_w)
-            for other in self.children.values():
+            for fd in [o.pod_w for o in self.children.values()] + [self.watchdog_pod]:
                 try:
-                    os.close(other.pod_w)
+                    os.close(fd)
                 except OSError:
                     pass
             # A stop signal that arrives before the child has its handlers must wait
@@ -157,7 +169,7 @@ class Arbiter:
                         signal.SIGWINCH, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             run_child(self.config, self.hosts, self.tls, list(self.sockets.values()), pod_r,
-                      slot, self.scoreboard)
+                      slot, self.scoreboard, self.tables[self.generation])
         os.close(pod_r)
         os.set_inheritable(pod_w, False)
         self.scoreboard.claim(slot, pid, self.generation, self.config.threads_per_child,
@@ -199,8 +211,88 @@ class Arbiter:
             done += 1
         return done
 
+    def _table(self) -> BackendTable:
+        """The current generation's backend table (made on first use; error and
+        health state carried over from the previous generation's)."""
+        table = self.tables.get(self.generation)
+        if table is None:
+            cfg = self.config
+            table = table_for(cfg, self.scoreboard.slots,
+                              self.scoreboard.slots * max(1, cfg.threads_per_child))
+            table.wake_fds, table.wake_reads = self.wake_writes, self.wake_reads
+            table.slot = -1  # the arbiter owns no slot
+            previous = self.tables.get(self.generation - 1)
+            if previous is not None:
+                table.carry_over(previous)
+            self.tables[self.generation] = table
+        return table
+
+    def _drop_old_tables(self) -> None:
+        live = {c.generation for c in self.children.values()} | {self.generation}
+        for gen in [g for g in self.tables if g not in live]:
+            self.tables.pop(gen).close()
+
+    # -- the watchdog ------------------------------------------------------------------
+
+    def _keep_watchdog(self) -> None:
+        """Fork the watchdog if the config needs one and it is not running."""
+        if (self.stopping or self.watchdog_pid is not None
+                or not watchdog.needed(self.config) or time.monotonic() < self.watchdog_next):
+            return
+        table = self._table()
+        pod_r, pod_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(pod_w)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                        signal.SIGWINCH, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            close = [s.fileno() for s, _ in self.sockets.values()]
+            close += [c.pod_w for c in self.children.values()]
+            watchdog.run_watchdog(self.config, table, pod_r, close)
+        os.close(pod_r)
+        os.set_inheritable(pod_w, False)
+        self.watchdog_pid, self.watchdog_pod = pid, pod_w
+        self.watchdog_started = time.monotonic()
+
+    def _stop_watchdog(self, wait: bool = True) -> None:
+        pid = self.watchdog_pid
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        if not wait:
+            return
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            time.sleep(0.02)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self._watchdog_gone()
+
+    def _watchdog_gone(self) -> None:
+        if self.watchdog_pod >= 0:
+            os.close(self.watchdog_pod)
+        self.watchdog_pid, self.watchdog_pod = None, -1
+
     def _start_generation(self) -> None:
         self.scoreboard.set_header(G_GENERATION, self.generation)
+        self._table()
+        self._stop_watchdog()  # a new config: the new generation's checks
+        self._keep_watchdog()
         self.wanted = min(max(1, self.config.start_servers), self._max_active())
         self.spawn_rate = 1
         self.backoff = self.next_spawn = 0.0
@@ -276,11 +368,26 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if pid == self.watchdog_pid:
+                self._watchdog_gone()
+                if not self.stopping:
+                    quick = time.monotonic() - self.watchdog_started < CRASH_WINDOW
+                    self.watchdog_next = time.monotonic() + (1.0 if quick else 0.0)
+                    self.log.error("mpm", f"watchdog pid {pid} exited "
+                                   f"({_how(status)}); restarting it")
+                continue
             child = self.children.pop(pid, None)
             if child is None:
                 continue
             os.close(child.pod_w)
             self.scoreboard.release(child.slot)
+            table = self.tables.get(child.generation)
+            if table is not None:
+                leaked = table.reap_child(child.slot)
+                if leaked:
+                    self.log.warn("proxy", f"child pid {pid} left {leaked} backend "
+                                  "requests in flight; their slots are free again")
+            self._drop_old_tables()
             self.said_full = False
             if child.generation != self.generation or child.retiring:
                 continue
@@ -421,6 +528,8 @@ class Arbiter:
                 for sig in pending:
                     if sig in (signal.SIGTERM, signal.SIGINT):
                         self.log.notice("mpm", "AH00491: caught SIGTERM, shutting down")
+                        self.stopping = True
+                        self._stop_watchdog(wait=False)
                         self._signal_children(signal.SIGTERM)
                         self._wait_children()
                         return 0
@@ -431,6 +540,8 @@ class Arbiter:
                         for sock, _ in self.sockets.values():
                             sock.close()
                         self.sockets.clear()
+                        self.stopping = True
+                        self._stop_watchdog(wait=False)
                         self._signal_children(signal.SIGWINCH)
                         self._graceful_stop(wake_r)
                         return 0
@@ -455,10 +566,19 @@ class Arbiter:
                             self._start_generation()
                 self._fill()
                 self._maintain()
+                self._keep_watchdog()
         finally:
+            self.stopping = True
+            self._stop_watchdog()
             self._remove_pidfile()
             for sock, _ in self.sockets.values():
                 sock.close()
+
+
+def _how(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
 
 
 def raise_fd_limit() -> None:

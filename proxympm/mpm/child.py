@@ -27,6 +27,7 @@ from proxympm.mpm.listener import Listener
 from proxympm.mpm.memtrim import MemoryTrimmer
 from proxympm.mpm.scoreboard import MAX_BACKENDS, Scoreboard, WorkerScore
 from proxympm.mpm.worker import Worker, log_request_error
+from proxympm.proxy.backend_table import BackendTable
 from proxympm.proxy.balancer import Balancers
 from proxympm.proxy.exchange import Exchange
 from proxympm.proxy.metrics import B_POOL_IDLE, B_QUEUED, BackendStats, member_key
@@ -42,13 +43,14 @@ CHILD_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH}
 
 def run_child(config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
               sockets: ChildSockets, pod_r: int, slot: int,
-              scoreboard: Scoreboard | None = None) -> None:
+              scoreboard: Scoreboard | None = None,
+              backends: BackendTable | None = None) -> None:
     """Entry point right after fork(). Never returns: exits the process."""
     code = 0
     try:
         if config.cpu_affinity:
             pin_to_cpu(slot)
-        Child(config, hosts, tls, sockets, pod_r, scoreboard, slot).run()
+        Child(config, hosts, tls, sockets, pod_r, scoreboard, slot, backends).run()
     except BaseException:  # noqa: BLE001 - report and exit, never fall back into the arbiter
         import traceback
 
@@ -71,7 +73,7 @@ def pin_to_cpu(slot: int) -> None:
 class Child:
     def __init__(self, config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
                  sockets: ChildSockets, pod_r: int, scoreboard: Scoreboard | None = None,
-                 slot: int = 0) -> None:
+                 slot: int = 0, backends: BackendTable | None = None) -> None:
         self.config = config
         self.pod_r = pod_r
         self.scoreboard = scoreboard
@@ -82,8 +84,12 @@ class Child:
                                                    *parse_log_level(config.log_level))
         self.hosts = hosts
         all_hosts = config.all_hosts()
-        balancers = Balancers(config.balancers)  # one per child, shared by every host
-        self.balancers = balancers
+        if backends is not None:
+            backends.attach(slot, backends.wake_fds, backends.wake_reads[slot])
+        # One registry per child, shared by every host; the state is server-wide.
+        # The status page reads it with ``self.balancers.table.snapshot()`` (a list
+        # of per-member dicts; see BackendTable.snapshot for the keys).
+        self.balancers = balancers = Balancers(config.balancers, backends)
         self.routers = {id(h): Router(h.routes, balancers, h.handlers) for h in all_hosts}
         self.access_logs = self._open_access_logs()
         # Upstream names: resolved by this child's ``dns`` thread, which keeps them
@@ -126,7 +132,9 @@ class Child:
         if scoreboard is not None and any(h.handlers for h in all_hosts):
             from proxympm.status import StatusPage
 
-            status_page = StatusPage(scoreboard, config, server_name.decode("ascii"))
+            table = balancers.table
+            status_page = StatusPage(scoreboard, config, server_name.decode("ascii"),
+                                     members=table.snapshot if table.specs else None)
         self.workers.extend(
             Worker(i, self.work_queue, self.listener, self.exchange, self.hosts, self.routers,
                    self.access_logs, self.error_log,

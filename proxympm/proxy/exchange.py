@@ -11,10 +11,13 @@ client sees and whether the request may be retried: every status decision about
 upstream failures lives there.
 
 A ``balancer://`` route (``_balanced``) picks a member per attempt from
-``proxympm.proxy.balancer`` (maybe waiting in its ``max`` queue), runs one attempt
-on it, and goes to another member only when the failed attempt was safe to repeat
-(``_attempt``'s second result): nothing sent, or nothing answered to a replayable
-request.
+``proxympm.proxy.balancer`` (its sticky-session member if the request names one;
+maybe waiting in the server-wide ``max`` queue), runs one attempt on it, and goes
+to another member only when the failed attempt was safe to repeat (``_attempt``'s
+second result): nothing sent, or nothing answered to a replayable request. A plain
+route with ``max`` (``_capped``) waits the same way for a slot of its one backend.
+Every attempt on a member reports its bytes and time to the response head back
+(``release``), for bytraffic and peakewma.
 
 Thread model: runs entirely in one worker thread; touches the client connection
 (owned by that worker for the duration), the shared Pool (locked internally),
@@ -40,7 +43,7 @@ from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response, read_response_head
 from proxympm.http.serialize import HeaderInjection, error_response
 from proxympm.proxy import upstream
-from proxympm.proxy.balancer import Balancer, Member, Verdict
+from proxympm.proxy.balancer import Balancer, Member, Verdict, session_route
 from proxympm.proxy.header_rules import error_headers
 from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.metrics import BackendStats
@@ -102,6 +105,7 @@ class Outcome:
     tunnel: TunnelSpec | None = None  # switched protocols: the worker hands it over
     stream: StreamSpec | None = None  # a streaming body the listener relays from here
     reused: bool = False  # the (last) upstream connection came from the pool
+    head_after: float | None = None  # seconds from the attempt's start to the response head
 
 
 class UpstreamFailure(Exception):
@@ -182,9 +186,36 @@ class Exchange:
         if target.balancer is not None:
             return self._balanced(client, peer, req, body, body_parts, body_file, host_cfg,
                                   target.balancer, params, upstream_path, client_keepalive)
+        if target.capped is not None:
+            return self._capped(client, peer, req, body, body_parts, body_file, host_cfg,
+                                target, params, upstream_path, client_keepalive)
         return self._attempt(client, peer, req, body, body_parts, body_file, host_cfg,
                              target, params, upstream_path, client_keepalive,
                              resume=resume)[0]
+
+    def _capped(self, client: ClientSide, peer: tuple[str, int], req: Request,
+                body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
+                host_cfg: HostConfig, target: Target, params: WorkerParams,
+                upstream_path: bytes, client_keepalive: bool) -> Outcome:
+        """A plain ProxyPass with ``max=N``: wait (FIFO, server-wide) for one of its N
+        slots, up to ``acquire`` (default: the worker's timeout); then 503."""
+        group = target.capped
+        assert group is not None
+        wait = params.acquire or params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
+        got = group.acquire(0, time.monotonic() + wait, _client_gone_probe(client))
+        if isinstance(got, Verdict):
+            self.log.error("proxy", f"AH00940: {target.name}: no free slot (max="
+                           f"{params.max}) within {wait:g}s", peer)
+            verdict = Verdict(got.reason, max(1, round(wait)) if got.reason == "busy"
+                              else got.retry_after)
+            return self._unavailable(client, req, body, target.name, verdict)
+        out = Outcome()
+        try:
+            out = self._attempt(client, peer, req, body, body_parts, body_file, host_cfg,
+                                target, params, upstream_path, client_keepalive)[0]
+        finally:
+            group.release(got, *_traffic(req, body_file, body_parts, out))
+        return out
 
     def _balanced(self, client: ClientSide, peer: tuple[str, int], req: Request,
                   body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
@@ -194,7 +225,16 @@ class Exchange:
         forward, and on a failure that is safe to repeat, go to another member."""
         settings = balancer.settings
         deadline = time.monotonic() + settings.timeout
-        excluded: set[Member] = set()
+        excluded = failed = 0  # bitmasks of members: not to use now / that failed
+        if settings.stickysession:
+            route = session_route(settings, req.target,
+                                  [v for n, (_, v) in zip(req.lnames, req.headers, strict=True)
+                                   if n == b"cookie"])
+            excluded, refused = balancer.sticky(route)
+            if refused is not None:
+                self.log.error("proxy", f"AH01167: {balancer.name}: the member of route "
+                               f"{route} is unusable and nofailover is On", peer)
+                return self._unavailable(client, req, body, balancer.name, refused)
         tries = 0
         gone = _client_gone_probe(client)
         while True:
@@ -209,6 +249,7 @@ class Exchange:
                 return self._unavailable(client, req, body, balancer.name, got)
             member = got
             tries += 1
+            out = Outcome()
             try:
                 out, may_fail_over = self._attempt(
                     client, peer, req, body, body_parts, body_file, host_cfg, member.target,
@@ -216,14 +257,15 @@ class Exchange:
                     member=member, balancer=balancer, buffering=route_params.response_buffering,
                     upgrade=route_params.upgrade)
             finally:
-                balancer.release(member)
+                balancer.release(member, *_traffic(req, body_file, body_parts, out))
             if not out.error and out.status in settings.failonstatus:
                 if balancer.mark_failed(member):
                     self.log.error("proxy", f"AH01110: {balancer.name}: forcing worker "
                                    f"({member.name}) into error state due to status code "
                                    f"{out.status} matching 'failonstatus'", peer)
             if out.error and may_fail_over and tries <= balancer.maxattempts:
-                excluded.add(member)
+                failed |= member.bit
+                excluded = failed  # a sticky session fails over like any request
                 self.log.info("proxy", f"{balancer.name}: {member.name} failed; trying "
                               "another member", peer)
                 continue
@@ -245,6 +287,7 @@ class Exchange:
         data = error_response(503, close=True, extra=extra, head_only=head_only)
         head = data if head_only else error_response(503, close=True, extra=extra,
                                                      head_only=True)
+        # (logged in the access log with the backend's name)
         spool = Spool()
         spool.append(data)
         return Outcome(status=503, body_bytes=len(data) - len(head), bytes_out=len(data),
@@ -340,6 +383,7 @@ class Exchange:
         # A PROXY header binds the upstream connection to this client: never pooled.
         proxy_header = _proxy_header(params.proxyprotocol, client, peer)
         attempts = 0
+        started = time.monotonic()
         while True:
             attempts += 1
             up: Upstream | None = None
@@ -423,6 +467,7 @@ class Exchange:
                     up.sock.close()  # e.g. the client went away: never pool a half exchange
                 raise
             break
+        out.head_after = time.monotonic() - started
         flow.finish(state, params, timeout, out)
         return out, False
 
@@ -441,7 +486,10 @@ class Exchange:
     def may_inline(req: Request, body: BodyDecoder, body_file: BodyFile | None,
                    target: Target, params: WorkerParams) -> bool:
         """Could this request be an inline exchange (before any per-request work)?"""
-        return (target.balancer is None and target.scheme == "http" and body.done
+        # (not a balancer's or a capped backend's: their shared slots are taken and
+        # given back around the exchange, by the worker)
+        return (target.balancer is None and target.capped is None and target.scheme == "http"
+                and body.done
                 and body_file is None and req.upgrade is None and req.method in IDEMPOTENT
                 and params.response_buffering and not params.disablereuse
                 and not params.proxyprotocol)
@@ -919,6 +967,16 @@ def _client_gone_probe(client: ClientSide):  # type: ignore[no-untyped-def]
             return True
 
     return gone
+
+
+def _traffic(req: Request, body_file: BodyFile | None, body_parts: list[bytes],
+             out: Outcome) -> tuple[int, int, float | None, bool]:
+    """What an attempt weighed, for the member's shared record: bytes sent (request
+    head and body, as received), bytes read (as relayed), time to the response
+    head, and whether it failed."""
+    sent = req.head_size + (body_file.size if body_file is not None
+                            else sum(map(len, body_parts)))
+    return sent, out.bytes_out, out.head_after, bool(out.error)
 
 
 class ClientBodyError(HTTPError):

@@ -27,13 +27,15 @@ class Target:
     port: int
     base_path: bytes  # path prefix of the ProxyPass URL, as bytes
     name: str  # "http://host:port", for logs and the backend table
-    # a balancer:// route: the per-child balancer that picks the member per request
+    # a balancer:// route: the balancer that picks the member per request
     balancer: Balancer | None = field(default=None, compare=False)
     # ``srv=on``: ``host`` is an SRV name (``_http._tcp.app.example``) whose records
     # give hosts and ports; ``port`` is then 0
     srv: bool = False
     # a ws:// or wss:// URL: requests may upgrade to WebSocket without upgrade=
     websocket: bool = False
+    # a plain route with max=N: the one-member group that enforces it server-wide
+    capped: Balancer | None = field(default=None, compare=False)
 
     @property
     def origin_host(self) -> str:
@@ -155,15 +157,21 @@ class Router:
                   AccessCheck(h.access) if h.access is not None else None)
             for h in handlers
         ) + tuple(
-            Route(r.path.encode("ascii"), self._target(r.url, balancers) if r.url else None,
-                  r.params, None, AccessCheck(r.access) if r.access is not None else None)
+            Route(r.path.encode("ascii"),
+                  self._target(r.url, r.params, balancers) if r.url else None, r.params,
+                  None, AccessCheck(r.access) if r.access is not None else None)
             for r in routes
         )
 
     @staticmethod
-    def _target(url: str, balancers: Balancers | None) -> Target:
+    def _target(url: str, params: WorkerParams, balancers: Balancers | None) -> Target:
         if url[:11].lower() != "balancer://":
-            return parse_target(url)
+            target = parse_target(url)
+            if params.max is not None and balancers is not None:
+                from dataclasses import replace
+
+                target = replace(target, capped=balancers.capped(target, params))
+            return target
         if balancers is None:
             from proxympm.proxy.balancer import Balancers
 

@@ -29,6 +29,7 @@ said otherwise):
 ``/hopbyhop``          a response carrying hop-by-hop and Connection-listed headers
 ``/respond/CODE?N=v``   that status with the fields of the query string (``N: v``)
 ``/_stats``            JSON of the counters (counts as a request itself)
+``/health``            ``health_status`` (default 200; a test sets it), small body
 anything else          echo JSON: backend name, pid, method, target, headers,
                        body length and sha256 (so ``/upload`` answers an upload hash)
 =====================  ===========================================================
@@ -300,6 +301,7 @@ class Backend:
         self.max_open_connections = 0
         self.in_flight = 0
         self.max_concurrent = 0  # peak number of requests being answered at once
+        self.health_status = 200  # what /health answers (health-check tests)
 
     # -- lifecycle (caller's thread) ------------------------------------------
 
@@ -563,6 +565,8 @@ class Backend:
 
             fields = parse_qsl(req.target.partition("?")[2], keep_blank_values=True)
             conn.send(int(arg) if arg.isdigit() else 200, b"respond\n", fields)
+        elif name == "health":
+            conn.send(self.health_status, b"health\n")
         elif name == "_stats":
             conn.send_json(self.stats())
         else:

@@ -90,7 +90,8 @@ def test_p2c_follows_loadfactor_and_avoids_the_busy_member() -> None:
 
 
 def test_lbset_and_hot_standby_order() -> None:
-    b = make([{"lbset": 1}, {}, {"status": "H"}, {"lbset": 1, "status": "H"}])
+    b = make([{"lbset": 1}, {}, {"status": "H"}, {"lbset": 1, "status": "H"}],
+             forcerecovery=False)
     assert set(run(b, 20)) == {1}  # lbset 0, no standby
     b.mark_failed(b.members[1])
     assert set(run(b, 20)) == {2}  # lbset 0's hot standby
@@ -270,16 +271,23 @@ ProxyPass /o balancer://other/
     ("<Proxy balancer://a>\nBalancerMember http://h loadfactor=0\n</Proxy>\n",
      "LoadFactor must be a number between 1..100"),
     ("<Proxy balancer://a>\nBalancerMember http://h lbset=100\n</Proxy>\n", "LB Set"),
-    ("<Proxy balancer://a>\nBalancerMember http://h status=+R\n</Proxy>\n", "'R' is not"),
+    ("<Proxy balancer://a>\nBalancerMember http://h status=+E\n</Proxy>\n", "'E' is not"),
     ("<Proxy balancer://a>\nBalancerMember http://h status=+Q\n</Proxy>\n",
      "Unknown status parameter"),
     ("<Proxy balancer://a>\nBalancerMember http://h\nBalancerMember http://h/\n</Proxy>\n",
      "already a member"),
     ("<Proxy balancer://a>\nBalancerMember http://h requestbuffering=off\n</Proxy>\n",
      "belongs on the balancer's ProxyPass"),
-    ("<Proxy balancer://a>\nProxySet lbmethod=bytraffic\n</Proxy>\n", "unknown lbmethod"),
-    ("<Proxy balancer://a>\nProxySet stickysession=JSESSIONID\n</Proxy>\n",
-     "'stickysession' is not supported"),
+    ("<Proxy balancer://a>\nProxySet lbmethod=heartbeat\n</Proxy>\n", "unknown lbmethod"),
+    ("<Proxy balancer://a>\nProxySet nonce=x\n</Proxy>\n", "'nonce' is not supported"),
+    ("<Proxy balancer://a>\nProxySet stickysession=a|b|c\n</Proxy>\n",
+     "stickysession must be"),
+    ("<Proxy balancer://a>\nBalancerMember http://h hcmethod=PUT\n</Proxy>\n",
+     "hcmethod must be"),
+    ("<Proxy balancer://a>\nBalancerMember http://h hcmethod=GET hcexpr=nope\n</Proxy>\n",
+     "hcexpr 'nope' is not defined"),
+    ("ProxyHCExpr bad {hc('body') =~ /x/}\n", "subset"),
+    ("ProxyPass / http://h/ hcmethod=GET\n", "only valid on a BalancerMember"),
     ("<Proxy balancer://a>\nProxySet failonstatus=5xx\n</Proxy>\n", "failonstatus must be"),
     ("<Proxy balancer://a>\nProxySet timeout=0\n</Proxy>\n", "at least one second"),
     ("ProxyPass / balancer://a/ ttl=5\n", "unknown Balancer parameter 'ttl'"),

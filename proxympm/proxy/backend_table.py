@@ -1,0 +1,442 @@
+"""The backend table: server-wide state of every load-balanced or capped backend.
+
+httpd keeps worker state in shared memory (slotmem) so that every child sees the
+same error flags; proxympm keeps there also what makes ``max=N`` a cap for the
+whole server: requests in flight, and the FIFO queue of requests waiting for a
+free member. The arbiter builds the table from the configuration before it forks
+(an anonymous shared mapping, like the scoreboard), so every child of a
+generation, and the watchdog, map the same pages.
+
+Records ("workers", httpd's word): one per BalancerMember, and one per plain
+``ProxyPass`` backend that has ``max`` (a group of one). A *group* is a balancer
+(or such a capped backend); it owns a FIFO queue of waiting requests.
+
+Words of a worker record (int64; times in microseconds of CLOCK_MONOTONIC, which
+every process on the machine shares, unless named ``WALL``):
+``ERROR_UNTIL`` (in error state until), ``INFLIGHT`` (sum over children),
+``LBSTATUS`` (byrequests' smooth round-robin credit: server-wide, so the weights
+hold exactly across children), ``SERVED``, ``ERRORS``, ``SENT``/``READ`` (bytes,
+for bytraffic), ``EWMA``/``EWMA_AT`` (peak-EWMA latency), and the health-check
+words that only the watchdog writes. Per child slot, ``inflight[slot][worker]``:
+the same count split by child, so that when a child dies (even by SIGKILL) the
+arbiter subtracts what it held and clears its queue entries (``reap_child``).
+
+Queue records of a group: ``TICKET`` (arrival number, 0: free), ``OWNER`` (child
+slot), ``GRANT`` (0 waiting; k+1: member k was given, its in-flight count taken
+for the owner; -1: every member went down) and an exclusion bitmask (members the
+request may not use: ones that already failed it, or all but its sticky member).
+The head of the queue is the waiting record with the smallest ticket; a release
+hands the freed slot straight to it (``dispatch``), whatever child it is in, and
+wakes that child through its wake-up pipe.
+
+Locking: one lock per group, made of a per-process ``threading.Lock`` and a POSIX
+record lock (``lockf``) on one byte of a shared temp file. The kernel drops a
+record lock when its process dies, so a child killed while holding it cannot
+wedge the server. The lock is held for a few word reads and writes, never across
+I/O or a wait. Health-check words have one writer (the watchdog) and are read
+without the lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+# worker record
+(ERROR_UNTIL, INFLIGHT, LBSTATUS, SERVED, ERRORS, SENT, READ, EWMA, EWMA_AT,
+ HC_FAILED, HC_PASSES, HC_FAILS, HC_LAST_WALL_MS, HC_LAST_RESULT, HC_CHECKS,
+ RECOVERIES) = range(16)
+W_FIELDS = 16
+# group header
+G_NEXT_TICKET, G_WAITING, G_HIGH = range(3)
+G_FIELDS = 4
+# queue record
+Q_TICKET, Q_OWNER, Q_GRANT = range(3)
+Q_FIXED = 3
+
+HC_RESULT_NONE = 0  # no check yet
+HC_RESULT_CONNECT = -1  # connect (or TCP check) failed
+HC_RESULT_TIMEOUT = -2
+HC_RESULT_INVALID = -3  # not an HTTP response
+
+
+def now_us() -> int:
+    return int(time.monotonic() * 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What the table knows of a worker (static, from the config)."""
+
+    group: str  # balancer name, or the backend's name for a capped plain worker
+    url: str
+    max: int | None
+    flags: str = ""  # configured status flags (D S I H R N)
+    route: str = ""
+    lbset: int = 0
+    loadfactor: float = 1.0
+
+
+class Group:
+    """One balancer (or capped plain worker): its records and its queue."""
+
+    __slots__ = ("name", "index", "first", "count", "mask_words", "qbase", "qcap", "qsize",
+                 "hbase", "tlock")
+
+    def __init__(self, name: str, index: int, first: int, count: int, qcap: int) -> None:
+        self.name = name
+        self.index = index
+        self.first = first
+        self.count = count
+        self.mask_words = max(1, (count + 62) // 63)
+        self.qcap = qcap
+        self.qsize = Q_FIXED + self.mask_words
+        self.qbase = 0  # set by the table
+        self.hbase = 0
+        self.tlock = threading.Lock()
+
+
+class BackendTable:
+    """Shared words for ``specs`` (grouped in order), ``slots`` child slots."""
+
+    def __init__(self, specs: Iterable[WorkerSpec], slots: int, queue_capacity: int,
+                 shared_lock: bool = True) -> None:
+        self.specs = tuple(specs)
+        self.slots = max(1, slots)
+        self.groups: dict[str, Group] = {}
+        order: list[str] = []
+        for i, spec in enumerate(self.specs):
+            group = self.groups.get(spec.group)
+            if group is None:
+                order.append(spec.group)
+                group = self.groups[spec.group] = Group(spec.group, len(order) - 1, i, 0,
+                                                        max(1, queue_capacity))
+            elif group.first + group.count != i:
+                raise ValueError(f"workers of {spec.group} are not contiguous")
+            group.count += 1
+        for group in self.groups.values():
+            group.mask_words = max(1, (group.count + 62) // 63)
+            group.qsize = Q_FIXED + group.mask_words
+        n = len(self.specs)
+        self._inflight_base = n * W_FIELDS
+        offset = self._inflight_base + self.slots * n
+        for group in self.groups.values():
+            group.hbase = offset
+            offset += G_FIELDS
+            group.qbase = offset
+            offset += group.qcap * group.qsize
+        self._map = mmap.mmap(-1, max(8, offset * 8))  # MAP_SHARED | MAP_ANONYMOUS
+        self.w = memoryview(self._map).cast("q")
+        self._lockfile = tempfile.TemporaryFile() if shared_lock else None
+        self.slot = 0
+        self.wake_fds: list[int] = []  # write ends, by child slot (arbiter-made pipes)
+        self.wake_reads: list[int] = []  # read ends, by child slot
+        self.wake_r: int | None = None  # this child's read end
+        self._local: dict[tuple[int, int], threading.Event] = {}  # (group, record) -> event
+        self._local_lock = threading.Lock()
+        self._wake_thread: threading.Thread | None = None
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def attach(self, slot: int, wake_fds: list[int] | None = None,
+               wake_r: int | None = None) -> None:
+        """In a child, right after fork: this process's slot, fresh thread locks."""
+        self.slot = slot
+        self.wake_fds = list(wake_fds or [])
+        self.wake_r = wake_r
+        for group in self.groups.values():
+            group.tlock = threading.Lock()
+        self._local = {}
+        self._local_lock = threading.Lock()
+        self._wake_thread = None
+
+    def close(self) -> None:
+        try:
+            self.w.release()
+            self._map.close()
+        except (BufferError, ValueError):
+            pass
+        if self._lockfile is not None:
+            self._lockfile.close()
+
+    # -- locking -----------------------------------------------------------------------
+
+    def locked(self, group: Group) -> _Locked:
+        return _Locked(self, group)
+
+    def _lock(self, group: Group) -> None:
+        group.tlock.acquire()
+        if self._lockfile is not None:
+            try:
+                fcntl.lockf(self._lockfile.fileno(), fcntl.LOCK_EX, 1, group.index)
+            except BaseException:
+                group.tlock.release()
+                raise
+
+    def _unlock(self, group: Group) -> None:
+        if self._lockfile is not None:
+            fcntl.lockf(self._lockfile.fileno(), fcntl.LOCK_UN, 1, group.index)
+        group.tlock.release()
+
+    # -- words ---------------------------------------------------------------------------
+
+    def get(self, worker: int, field: int) -> int:
+        return self.w[worker * W_FIELDS + field]
+
+    def set(self, worker: int, field: int, value: int) -> None:
+        self.w[worker * W_FIELDS + field] = value
+
+    def add(self, worker: int, field: int, delta: int) -> None:
+        self.w[worker * W_FIELDS + field] += delta
+
+    def take(self, worker: int, slot: int | None = None) -> None:
+        """Lock held: one more request in flight on ``worker`` for ``slot``."""
+        slot = self.slot if slot is None else slot
+        self.w[self._inflight_base + slot * len(self.specs) + worker] += 1
+        self.w[worker * W_FIELDS + INFLIGHT] += 1
+        self.w[worker * W_FIELDS + SERVED] += 1
+
+    def give_back(self, worker: int) -> None:
+        """Lock held: a request of this process on ``worker`` is over."""
+        i = self._inflight_base + self.slot * len(self.specs) + worker
+        if self.w[i] > 0:
+            self.w[i] -= 1
+            self.w[worker * W_FIELDS + INFLIGHT] -= 1
+
+    def inflight_of(self, slot: int, worker: int) -> int:
+        return self.w[self._inflight_base + slot * len(self.specs) + worker]
+
+    # -- queue records (lock held) ---------------------------------------------------------
+
+    def q(self, group: Group, rec: int, field: int) -> int:
+        return self.w[group.qbase + rec * group.qsize + field]
+
+    def q_set(self, group: Group, rec: int, field: int, value: int) -> None:
+        self.w[group.qbase + rec * group.qsize + field] = value
+
+    def q_mask(self, group: Group, rec: int) -> int:
+        base = group.qbase + rec * group.qsize + Q_FIXED
+        mask = 0
+        for k in range(group.mask_words):
+            mask |= self.w[base + k] << (63 * k)
+        return mask
+
+    def waiting(self, group: Group) -> int:
+        return self.w[group.hbase + G_WAITING]
+
+    def enqueue(self, group: Group, mask: int) -> int | None:
+        """A queue record for this process, or None if the queue is full."""
+        w = self.w
+        for rec in range(group.qcap):
+            base = group.qbase + rec * group.qsize
+            if w[base + Q_TICKET] == 0:
+                w[group.hbase + G_NEXT_TICKET] += 1
+                w[base + Q_TICKET] = w[group.hbase + G_NEXT_TICKET]
+                w[base + Q_OWNER] = self.slot
+                w[base + Q_GRANT] = 0
+                for k in range(group.mask_words):
+                    w[base + Q_FIXED + k] = (mask >> (63 * k)) & ((1 << 63) - 1)
+                w[group.hbase + G_WAITING] += 1
+                if rec + 1 > w[group.hbase + G_HIGH]:
+                    w[group.hbase + G_HIGH] = rec + 1
+                return rec
+        return None
+
+    def free(self, group: Group, rec: int) -> None:
+        """Forget a record; if it was still waiting, it leaves the queue."""
+        base = group.qbase + rec * group.qsize
+        if self.w[base + Q_TICKET] and self.w[base + Q_GRANT] == 0:
+            self.w[group.hbase + G_WAITING] -= 1
+        self.w[base + Q_TICKET] = 0
+        self.w[base + Q_GRANT] = 0
+
+    def head(self, group: Group) -> int | None:
+        """The waiting record that came first."""
+        if not self.w[group.hbase + G_WAITING]:
+            return None
+        best = None
+        best_ticket = 0
+        w = self.w
+        for rec in range(w[group.hbase + G_HIGH]):
+            base = group.qbase + rec * group.qsize
+            ticket = w[base + Q_TICKET]
+            if ticket and w[base + Q_GRANT] == 0 and (best is None or ticket < best_ticket):
+                best, best_ticket = rec, ticket
+        return best
+
+    def grant(self, group: Group, rec: int, value: int) -> None:
+        """Lock held: answer the waiting record (member index + 1, or -1: down)."""
+        base = group.qbase + rec * group.qsize
+        self.w[base + Q_GRANT] = value
+        self.w[group.hbase + G_WAITING] -= 1
+        self.notify(group, rec, self.w[base + Q_OWNER])
+
+    # -- wake-ups -------------------------------------------------------------------------
+
+    def notify(self, group: Group, rec: int, owner: int) -> None:
+        if owner == self.slot:
+            with self._local_lock:
+                event = self._local.get((group.index, rec))
+            if event is not None:
+                event.set()
+            return
+        if 0 <= owner < len(self.wake_fds):
+            try:
+                os.write(self.wake_fds[owner], b"!")
+            except (BlockingIOError, OSError):
+                pass  # full pipe: a wake-up is already pending
+
+    def register(self, group: Group, rec: int) -> threading.Event:
+        event = threading.Event()
+        with self._local_lock:
+            self._local[(group.index, rec)] = event
+            if self._wake_thread is None and self.wake_r is not None:
+                self._wake_thread = threading.Thread(target=self._wake_loop,
+                                                     name="queue-wake", daemon=True)
+                self._wake_thread.start()
+        return event
+
+    def unregister(self, group: Group, rec: int) -> None:
+        with self._local_lock:
+            self._local.pop((group.index, rec), None)
+
+    def _wake_loop(self) -> None:
+        """A thread of its own in a child: another process answered one of our queue
+        records; every local waiter looks at its record again."""
+        assert self.wake_r is not None
+        while True:
+            try:
+                if not os.read(self.wake_r, 4096):
+                    return
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            with self._local_lock:
+                events = list(self._local.values())
+            for event in events:
+                event.set()
+
+    # -- the arbiter's cleanup ------------------------------------------------------------
+
+    def reap_child(self, slot: int) -> int:
+        """Arbiter: the child in ``slot`` is gone. Subtract what it held in flight,
+        drop its queue records, and hand the freed slots on. Returns the number
+        of in-flight requests it had not given back."""
+        leaked = 0
+        n = len(self.specs)
+        for group in self.groups.values():
+            with self.locked(group):
+                for worker in range(group.first, group.first + group.count):
+                    i = self._inflight_base + slot * n + worker
+                    held = self.w[i]
+                    if held:
+                        leaked += held
+                        self.w[i] = 0
+                        self.w[worker * W_FIELDS + INFLIGHT] -= held
+                for rec in range(self.w[group.hbase + G_HIGH]):
+                    if self.q(group, rec, Q_TICKET) and self.q(group, rec, Q_OWNER) == slot:
+                        self.free(group, rec)
+                waiting = self.waiting(group)
+            if waiting and leaked:
+                # the head of the queue, in whatever child, takes the freed slots
+                for fd in self.wake_fds:
+                    try:
+                        os.write(fd, b"!")
+                    except OSError:
+                        pass
+        return leaked
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """Every worker's state now, for the status page and tests (no lock: each
+        number is current, the set of them may be a moment apart).
+
+        Keys: ``balancer`` (group name), ``member`` (URL), ``max`` (None: no cap),
+        ``route``, ``lbset``, ``loadfactor``, ``status`` (httpd's flag letters: the
+        configured ones, plus ``E`` while in error state and ``C`` while taken out
+        by the health checks; "" is OK), ``in_flight``, ``queued`` (requests of its
+        group waiting), ``served``, ``errors``, ``in_error`` and ``error_for``
+        (seconds of error state left),
+        ``sent``/``read`` (bytes), ``latency_ms`` (peak-EWMA, 0: none yet),
+        ``hc_failed``, ``hc_checks``, ``hc_last`` (wall time of the last check, 0:
+        none), ``hc_result`` (its status code, or -1 connect failure, -2 timeout,
+        -3 invalid response, 0 none), ``recoveries`` (forced recoveries)."""
+        out = []
+        now = now_us()
+        for i, spec in enumerate(self.specs):
+            group = self.groups[spec.group]
+            until = self.get(i, ERROR_UNTIL)
+            status = spec.flags + ("E" if until > now else "") + (
+                "C" if self.get(i, HC_FAILED) else "")
+            out.append({
+                "balancer": spec.group, "member": spec.url, "max": spec.max,
+                "route": spec.route, "lbset": spec.lbset, "loadfactor": spec.loadfactor,
+                "status": status,
+                "in_flight": self.get(i, INFLIGHT), "queued": self.waiting(group),
+                "served": self.get(i, SERVED), "errors": self.get(i, ERRORS),
+                "in_error": until > now, "error_for": max(0.0, (until - now) / 1e6),
+                "sent": self.get(i, SENT), "read": self.get(i, READ),
+                "latency_ms": self.get(i, EWMA) / 1000.0,
+                "hc_failed": bool(self.get(i, HC_FAILED)), "hc_checks": self.get(i, HC_CHECKS),
+                "hc_last": self.get(i, HC_LAST_WALL_MS) / 1000.0,
+                "hc_result": self.get(i, HC_LAST_RESULT),
+                "recoveries": self.get(i, RECOVERIES),
+            })
+        return out
+
+    def index(self, group: str, url: str) -> int:
+        for i, spec in enumerate(self.specs):
+            if spec.group == group and spec.url == url:
+                return i
+        raise KeyError((group, url))
+
+    def carry_over(self, old: BackendTable) -> None:
+        """Arbiter, on a restart: keep error and health state and totals of the
+        workers that are still configured (in-flight counts stay with the old
+        generation's table)."""
+        for i, spec in enumerate(self.specs):
+            try:
+                j = old.index(spec.group, spec.url)
+            except KeyError:
+                continue
+            for field in (ERROR_UNTIL, SERVED, ERRORS, SENT, READ, EWMA, EWMA_AT, HC_FAILED,
+                          HC_PASSES, HC_FAILS, HC_LAST_WALL_MS, HC_LAST_RESULT, HC_CHECKS,
+                          RECOVERIES):
+                self.set(i, field, old.get(j, field))
+
+    def workers_of(self, group: str) -> Iterator[int]:
+        g = self.groups[group]
+        return iter(range(g.first, g.first + g.count))
+
+
+class _Locked:
+    __slots__ = ("table", "group")
+
+    def __init__(self, table: BackendTable, group: Group) -> None:
+        self.table = table
+        self.group = group
+
+    def __enter__(self) -> None:
+        self.table._lock(self.group)
+
+    def __exit__(self, *exc: object) -> None:
+        self.table._unlock(self.group)
+
+
+def make_wake_pipes(slots: int) -> tuple[list[int], list[int]]:
+    """Arbiter: one non-blocking pipe per child slot (read ends, write ends)."""
+    reads, writes = [], []
+    for _ in range(slots):
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        reads.append(r)
+        writes.append(w)
+    return reads, writes

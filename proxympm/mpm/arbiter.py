@@ -212,25 +212,34 @@ class Arbiter:
         return done
 
     def _table(self) -> BackendTable:
-        """The current generation's backend table (made on first use; error and
-        health state carried over from the previous generation's)."""
+        """The current generation's backend table (made on first use). A graceful
+        restart that keeps the same balancers and members keeps the same table, so
+        ``max`` and the queue stay server-wide while the old generation finishes its
+        requests; otherwise a new one, with error and health state carried over."""
         table = self.tables.get(self.generation)
         if table is None:
             cfg = self.config
             table = table_for(cfg, self.scoreboard.slots,
                               self.scoreboard.slots * max(1, cfg.threads_per_child))
-            table.wake_fds, table.wake_reads = self.wake_writes, self.wake_reads
-            table.slot = -1  # the arbiter owns no slot
             previous = self.tables.get(self.generation - 1)
-            if previous is not None:
-                table.carry_over(previous)
+            if previous is not None and _same_layout(previous, table):
+                table.close()
+                table = previous
+            else:
+                table.wake_fds, table.wake_reads = self.wake_writes, self.wake_reads
+                table.slot = -1  # the arbiter owns no slot
+                if previous is not None:
+                    table.carry_over(previous)
             self.tables[self.generation] = table
         return table
 
     def _drop_old_tables(self) -> None:
         live = {c.generation for c in self.children.values()} | {self.generation}
+        kept = {id(t) for g, t in self.tables.items() if g in live}
         for gen in [g for g in self.tables if g not in live]:
-            self.tables.pop(gen).close()
+            table = self.tables.pop(gen)
+            if id(table) not in kept:  # a table can serve two generations
+                table.close()
 
     # -- the watchdog ------------------------------------------------------------------
 
@@ -612,3 +621,8 @@ def read_pid(path: str) -> int | None:
         return pid
     return pid
 
+
+def _same_layout(old: BackendTable, new: BackendTable) -> bool:
+    """Whether ``new`` would hold the same workers, slots and queues as ``old``."""
+    return (old.specs == new.specs and old.slots == new.slots
+            and [g.qcap for g in old.groups.values()] == [g.qcap for g in new.groups.values()])

@@ -194,6 +194,33 @@ ProxyPass /short/ http://127.0.0.1:{b}/ max=1 acquire=300
     assert r.status_code == 503 and r.headers["Retry-After"] == "1"
 
 
+def test_a_graceful_restart_keeps_max_server_wide(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+) -> None:
+    """While the old generation finishes a request, the new one must not start a
+    second on a max=1 backend: it waits its turn in the same queue."""
+    backend = backend_factory("one")
+    proxy = proxympm(TWO_CHILDREN.replace("ServerLimit 2", "ServerLimit 4") + """
+ProxyPass /q/ http://127.0.0.1:{b}/ max=1 acquire=10000
+""", b=backend.port, wait_children=2)
+    old = set(proxy.children())
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(requests.get, f"{proxy.url}/q/slow/1.5", timeout=15)
+        backend.wait_for_requests(1)
+        os.kill(proxy.pid, signal.SIGUSR1)  # graceful restart, same config
+        deadline = time.monotonic() + 10
+        while not (set(proxy.children()) - old) or len(set(proxy.children()) - old) < 2:
+            assert time.monotonic() < deadline, "no new generation"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        quick = requests.get(f"{proxy.url}/q/slow/0.1", timeout=15)  # a new child's
+        waited = time.monotonic() - t0
+        assert slow.result().status_code == 200
+    assert quick.status_code == 200
+    assert backend.max_concurrent == 1, "the new generation ran a second request"
+    assert waited > 0.3, f"served after {waited:.2f}s: it did not wait for the slot"
+
+
 def test_member_killed_under_load_loses_no_get_and_replays_no_post(
     proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
 ) -> None:

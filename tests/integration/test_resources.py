@@ -306,7 +306,10 @@ def test_soak_mixed_traffic_with_aborts_leaks_nothing(
     elapsed = time.monotonic() - t0
 
     assert sorted(proxy.children()) == sorted(children), "a child died or was replaced"
-    fds = _settle(children, {p: before[p][0] for p in children}, slack=8, timeout=20)
+    # Idle pooled upstream connections come and go: up to one per worker thread and
+    # one for the listener, per backend (2 here), are legitimately open at any time.
+    slack = 2 * (8 + 1) + 4
+    fds = _settle(children, {p: before[p][0] for p in children}, slack=slack, timeout=20)
     time.sleep(1.0)  # idle children give freed heap memory back (proxympm/mpm/memtrim.py)
     after = _footprint(children)
     total = sum(soak.outcomes.values()) - warm_outcomes
@@ -319,7 +322,7 @@ def test_soak_mixed_traffic_with_aborts_leaks_nothing(
     assert not soak.errors, f"{len(soak.errors)} failed: {soak.errors[:10]}"
     assert total > 100
     for pid in children:
-        assert fds[pid] <= before[pid][0] + 8, f"child {pid} fds {before[pid][0]} -> {fds[pid]}"
+        assert fds[pid] <= before[pid][0] + slack, f"child {pid} fds {before[pid][0]} -> {fds[pid]}"
         assert after[pid][1] == before[pid][1], f"child {pid} threads changed"
         # Memory comes back to a bound of its warm start (pooled connections and
         # CPython's arenas may hold some).

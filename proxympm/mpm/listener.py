@@ -43,6 +43,7 @@ import ssl
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -131,6 +132,8 @@ class Listener:
         # forwards itself on pooled upstream connections, never waiting on one.
         self.inline: Worker | None = None  # set by the child; None: always a worker
         self.upstreams: dict[int, Connection] = {}  # upstream fd -> its client connection
+        # complete requests waiting for an inline slot (all ThreadsPerChild in use)
+        self.inline_waiting: deque[Connection] = deque()
         self.upstream_scan = 0.0
         for host in config.all_hosts():
             self.ka_qs.setdefault(host.keepalive_timeout,
@@ -150,7 +153,8 @@ class Listener:
             if time.monotonic() < self.fd_ceiling_until:
                 return False
             self.fd_ceiling = 0  # try again; EMFILE will set it anew if still short
-        busy = self.outstanding()
+        # requests held by a worker, forwarded inline, or waiting for either
+        busy = self.outstanding() + len(self.upstreams) + len(self.inline_waiting)
         idle = max(0, self.tpc - busy)
         return busy < self.tpc + self.factor * idle
 
@@ -223,6 +227,8 @@ class Listener:
                     self.tunnels.start_incoming()
                 else:  # the upstream side of a tunnel or a streamed body
                     self.tunnels.on_event(fd)
+            if self.inline_waiting:
+                self._dispatch_waiting()
             now = time.monotonic()
             self._expire(now)
             if self.stopping:
@@ -483,17 +489,35 @@ class Listener:
         # Inline exchanges count against ThreadsPerChild like workers do: requests in
         # progress towards backends stay bounded per child as in httpd (and with them
         # the pooled upstream connections).
-        if self.inline is not None and len(self.upstreams) + self.outstanding() < self.tpc:
-            try:
-                flow = self.inline.start_inline(conn)
-            except Exception:  # noqa: BLE001 - as a worker would: log, drop this one
-                self._inline_failed(conn)
-                return
-            if flow is not None and flow.up is not None and not flow.unsent:
-                self._wait_upstream(conn, flow.up)
+        if self.inline is not None:
+            if len(self.upstreams) + self.outstanding() < self.tpc:
+                try:
+                    flow = self.inline.start_inline(conn)
+                except Exception:  # noqa: BLE001 - as a worker would: log, drop this one
+                    self._inline_failed(conn)
+                    return
+                if flow is not None and flow.up is not None and not flow.unsent:
+                    self._wait_upstream(conn, flow.up)
+                    return
+            elif self.upstreams:
+                # Every slot is taken and inline exchanges are among them: wait for one
+                # of those (its answer wakes this thread) rather than hand the request
+                # to a worker that would only sleep on its upstream.
+                self.inline_waiting.append(conn)
                 return
         self.dispatched += 1
         self.work_queue.put(conn)
+
+    def _dispatch_waiting(self) -> None:
+        """Listener thread: requests that waited for a slot, in arrival order, as
+        slots free up; to the workers if only workers hold the slots now."""
+        waiting = self.inline_waiting
+        while waiting and len(self.upstreams) + self.outstanding() < self.tpc:
+            self.dispatch(waiting.popleft())
+        if waiting and not self.upstreams:  # no inline answer will bring us back here
+            while waiting:
+                self.dispatched += 1
+                self.work_queue.put(waiting.popleft())
 
     # -- inline exchanges ------------------------------------------------------------
 

@@ -490,7 +490,7 @@ class Listener:
         # progress towards backends stay bounded per child as in httpd (and with them
         # the pooled upstream connections).
         if self.inline is not None:
-            if len(self.upstreams) + self.outstanding() < self.tpc:
+            if self._slot_free():
                 try:
                     flow = self.inline.start_inline(conn)
                 except Exception:  # noqa: BLE001 - as a worker would: log, drop this one
@@ -508,11 +508,15 @@ class Listener:
         self.dispatched += 1
         self.work_queue.put(conn)
 
+    def _slot_free(self) -> bool:
+        """Fewer than ThreadsPerChild requests are with workers or forwarded inline."""
+        return len(self.upstreams) + self.outstanding() < self.tpc
+
     def _dispatch_waiting(self) -> None:
         """Listener thread: requests that waited for a slot, in arrival order, as
         slots free up; to the workers if only workers hold the slots now."""
         waiting = self.inline_waiting
-        while waiting and len(self.upstreams) + self.outstanding() < self.tpc:
+        while waiting and self._slot_free():
             self.dispatch(waiting.popleft())
         if waiting and not self.upstreams:  # no inline answer will bring us back here
             while waiting:

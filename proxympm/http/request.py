@@ -252,7 +252,10 @@ class RequestReader:
             elif lname == b"connection":
                 if conn_tokens is None:
                     conn_tokens = set()
-                conn_tokens.update(t.strip(OWS).lower() for t in value.split(b","))
+                if b"," in value:
+                    conn_tokens.update(t.strip(OWS).lower() for t in value.split(b","))
+                else:  # the usual single token ("keep-alive", "close")
+                    conn_tokens.add(value.lower())
             elif lname == b"expect":
                 expect = value
             else:  # upgrade

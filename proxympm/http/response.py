@@ -115,7 +115,11 @@ def read_response_head(buf: bytearray) -> Response | None:
         elif lname == b"connection":
             if tokens is None:
                 tokens = set()
-            tokens.update(t.strip(OWS).lower() for t in headers[i][1].split(b","))
+            value = headers[i][1]
+            if b"," in value:
+                tokens.update(t.strip(OWS).lower() for t in value.split(b","))
+            else:  # the usual single token ("keep-alive", "close")
+                tokens.add(value.lower())
     if te:
         if te != [b"chunked"]:
             raise HTTPError(502, "unsupported upstream transfer coding")

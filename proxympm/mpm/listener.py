@@ -109,6 +109,7 @@ class Listener:
         self.accepting = False
         self.accept_paused = False  # read by workers to decide whether to wake us
         self.dispatched = 0
+        self.done_seen = 0  # workers' done count when last summed (outstanding())
         self.stopping = False
         self.graceful = False
         self.listeners_closed = False
@@ -144,7 +145,14 @@ class Listener:
     # -- admission -----------------------------------------------------------------
 
     def outstanding(self) -> int:
-        return self.dispatched - self.done_counters()
+        self.done_seen = done = self.done_counters()
+        return self.dispatched - done
+
+    def _outstanding_at_most(self) -> int:
+        """``outstanding()`` without summing every worker's count: an upper bound
+        from the last count seen (workers only ever finish more). Exact whenever no
+        worker holds a request, which is the common case with inline exchanges."""
+        return self.dispatched - self.done_seen
 
     def _may_accept(self) -> bool:
         if self.stopping or len(self.conns) + self.tunnels.count >= self.max_conns:
@@ -154,7 +162,11 @@ class Listener:
                 return False
             self.fd_ceiling = 0  # try again; EMFILE will set it anew if still short
         # requests held by a worker, forwarded inline, or waiting for either
-        busy = self.outstanding() + len(self.upstreams) + len(self.inline_waiting)
+        others = len(self.upstreams) + len(self.inline_waiting)
+        busy = self._outstanding_at_most() + others
+        if busy >= self.tpc + self.factor * max(0, self.tpc - busy) and (
+                self.dispatched != self.done_seen):
+            busy = self.outstanding() + others  # the bound says no: count exactly
         idle = max(0, self.tpc - busy)
         return busy < self.tpc + self.factor * idle
 
@@ -510,7 +522,10 @@ class Listener:
 
     def _slot_free(self) -> bool:
         """Fewer than ThreadsPerChild requests are with workers or forwarded inline."""
-        return len(self.upstreams) + self.outstanding() < self.tpc
+        if len(self.upstreams) + self._outstanding_at_most() < self.tpc:
+            return True
+        return (self.dispatched != self.done_seen
+                and len(self.upstreams) + self.outstanding() < self.tpc)
 
     def _dispatch_waiting(self) -> None:
         """Listener thread: requests that waited for a slot, in arrival order, as

@@ -212,18 +212,24 @@ class Router:
 
 
 
+NAME_CACHE = 4096  # remembered (address, Host) -> vhost choices
+
+
 class HostTable:
     """Name-based virtual host selection, as httpd does it: best address match
     first, then ServerName/ServerAlias in configuration order (wildcards allowed),
     else the first vhost for that address; the main server when no vhost listens
     on the address at all."""
 
-    __slots__ = ("main", "vhosts", "_by_addr")
+    __slots__ = ("main", "vhosts", "_by_addr", "_by_name")
 
     def __init__(self, main: HostConfig, vhosts: tuple) -> None:
         self.main = main
         self.vhosts = vhosts
         self._by_addr: dict[tuple[str, int], tuple[HostConfig, ...]] = {}
+        # (ip, port, Host as received) -> the vhost: one dict lookup per request
+        # instead of a walk over the names (bounded: Host values come from clients)
+        self._by_name: dict[tuple[str, int, bytes | None], HostConfig] = {}
 
     def for_address(self, ip: str, port: int) -> tuple[HostConfig, ...]:
         key = (ip, port)
@@ -240,6 +246,16 @@ class HostTable:
         return hosts[0] if hosts else self.main
 
     def by_name(self, ip: str, port: int, host: bytes | None) -> HostConfig:
+        key = (ip, port, host)
+        found = self._by_name.get(key)
+        if found is None:
+            found = self._select(ip, port, host)
+            if len(self._by_name) >= NAME_CACHE:
+                self._by_name.clear()  # any thread: a dict clear is atomic
+            self._by_name[key] = found
+        return found
+
+    def _select(self, ip: str, port: int, host: bytes | None) -> HostConfig:
         hosts = self.for_address(ip, port)
         if not hosts:
             return self.main

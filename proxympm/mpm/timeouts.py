@@ -22,12 +22,23 @@ from proxympm.mpm.connection import Connection, State
 
 
 class TimeoutQueue:
-    __slots__ = ("timeout", "state", "_q")
+    """A fixed-timeout FIFO. An entry goes stale when its connection moves on, and
+    stays until it reaches the head; behind one long-idle live entry (a keep-alive
+    client that says nothing for KeepAliveTimeout) every later request's entry would
+    pile up, at thousands a second for up to KeepAliveTimeout. So ``expired`` (the
+    listener) filters the stale ones out whenever the queue has doubled past
+    ``COMPACT_MIN`` since it last did: at most twice the live entries plus
+    ``COMPACT_MIN``, amortised O(1) a push."""
+
+    __slots__ = ("timeout", "state", "_q", "_compact_at")
+
+    COMPACT_MIN = 4096
 
     def __init__(self, timeout: float, state: State) -> None:
         self.timeout = timeout
         self.state = state
         self._q: deque[tuple[float, Connection, int]] = deque()
+        self._compact_at = self.COMPACT_MIN
 
     def push(self, conn: Connection, now: float) -> None:
         """Queue ``conn`` (already in ``self.state``) to expire ``timeout`` from now."""
@@ -45,6 +56,8 @@ class TimeoutQueue:
     def expired(self, now: float) -> Iterator[Connection]:
         """Pop and yield every live entry whose deadline has passed."""
         q = self._q
+        if len(q) >= self._compact_at:
+            self._compact()
         while q:
             deadline, conn, epoch = q[0]
             if conn.epoch != epoch or conn.state != self.state:
@@ -54,6 +67,21 @@ class TimeoutQueue:
                 return
             q.popleft()
             yield conn
+
+    def _compact(self) -> None:
+        """Listener thread: drop stale entries, in place and in order. Workers may
+        append meanwhile (at the right end): only the entries present now are taken
+        from the left, and the live ones go back in front of anything appended since."""
+        q = self._q
+        state = self.state
+        live = []
+        for _ in range(len(q)):
+            entry = q.popleft()
+            conn = entry[1]
+            if conn.epoch == entry[2] and conn.state == state:
+                live.append(entry)
+        q.extendleft(reversed(live))
+        self._compact_at = max(self.COMPACT_MIN, 2 * len(q))
 
     def drain(self) -> Iterator[Connection]:
         """Pop every live entry regardless of deadline (graceful stop)."""

@@ -79,3 +79,30 @@ def test_heap_sheds_stale_entries_so_keepalive_traffic_cannot_grow_it() -> None:
     assert heap.next_deadline() == 26.0
     assert heap.expired(1000.0) == waiting[6:]
     assert heap.next_deadline() is None
+
+
+def test_fifo_sheds_stale_entries_behind_a_long_idle_connection() -> None:
+    """One client idle at the head for KeepAliveTimeout must not make the queue
+    keep every later keep-alive request's (stale) entry until then."""
+    q = TimeoutQueue(300.0, State.KEEPALIVE)
+    idle = conn()
+    idle.set_state(State.KEEPALIVE)
+    q.push(idle, 0.0)  # stays live at the head for 300 s
+    busy = [conn() for _ in range(4)]
+    for n in range(50_000):  # 50,000 keep-alive requests over four connections
+        c = busy[n % 4]
+        c.set_state(State.KEEPALIVE)
+        q.push(c, 1.0 + n * 1e-4)
+        if n % 100 == 0:
+            assert list(q.expired(1.0 + n * 1e-4)) == []  # the listener's loop
+        c.set_state(State.READ_HEAD)  # its next request arrived: entry now stale
+    for c in busy[:2]:  # two go idle for good after their last request
+        c.set_state(State.KEEPALIVE)
+        q.push(c, 10.0)
+    assert len(q) <= 2 * 3 + TimeoutQueue.COMPACT_MIN
+    # order and deadlines kept: the idle one first, then the two that went idle
+    assert list(q.expired(299.0)) == []
+    assert list(q.expired(300.0)) == [idle]
+    assert q.next_deadline() == 310.0
+    assert list(q.expired(310.0)) == busy[:2]
+    assert q.next_deadline() is None

@@ -106,6 +106,16 @@ class Listener:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller.add_persistent(self.wake_r)
         self.by_fd = {s.fileno(): (s, spec, host, ctx) for s, spec, host, ctx in listeners}
+        # A socket bound to one address accepts only connections to it: their local
+        # address is known without a getsockname() per connection.
+        self.fixed_local: dict[int, tuple[str, int]] = {}
+        for s, *_ in listeners:
+            try:
+                bound = s.getsockname()[:2]
+            except (OSError, TypeError):
+                continue
+            if bound[0] not in ("0.0.0.0", "::"):
+                self.fixed_local[s.fileno()] = bound
         self.accepting = False
         self.accept_paused = False  # read by workers to decide whether to wake us
         self.dispatched = 0
@@ -306,7 +316,7 @@ class Listener:
                     self.stop(graceful=True)
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            local = sock.getsockname()[:2]
+            local = self.fixed_local.get(lfd) or sock.getsockname()[:2]
             conn = Connection(sock, peer[:2], local, RequestReader(self.limits_for(host)),
                               host, tls=ctx is not None)
             self.conns[conn.fd] = conn

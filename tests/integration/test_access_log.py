@@ -25,7 +25,7 @@ from tests.support.rawhttp import RawClient, request_bytes
 from tests.support.servers import Proxy, child_env, proxympm_command
 
 FIELDS = ("%h %a %l %u %t %r %m %U %q %H %>s %s %b %B %D %T %{X-Test}i %{Content-Type}o "
-          "%{BALANCER_WORKER_NAME}e %{NOT_SET}e %v %p %P %X %I %O %{ms}T").split()
+          "%{BALANCER_WORKER_NAME}e %{NOT_SET}e %v %A %p %P %X %I %O %{ms}T").split()
 
 FORMAT_CONFIG = """
 ServerName logs.example
@@ -79,6 +79,7 @@ def test_every_format_directive_matches_the_request(
         assert v["%{BALANCER_WORKER_NAME}e"] == f"http://127.0.0.1:{backend.port}"
         assert v["%{NOT_SET}e"] == "-"
         assert v["%v"] == "logs.example"
+        assert v["%A"] == "127.0.0.1"  # the address the listener is bound to
         assert v["%p"] == str(proxy.port)
         assert int(v["%P"]) in children
         assert v["%X"] == ("+" if i == 0 else "-")  # kept alive, then Connection: close

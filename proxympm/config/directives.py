@@ -438,7 +438,13 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "regex form are not supported. httpd's `max` sizes a per-child connection pool; "
         "proxympm's caps requests server-wide (what an app server with N workers needs). "
         "Two routes to the same backend origin share one cap (the first route's `max`). "
-        "A plain ProxyPass worker's error state (`retry`) is per child process.",
+        "A plain ProxyPass worker's error state (`retry`) is server-wide, as httpd keeps "
+        "it in shared memory: once any child finds the backend refusing connections, every "
+        "child answers 503 without trying it until `retry` seconds are over (routes to "
+        "the same backend origin share it). With several addresses for the name, an "
+        "address that refuses is skipped for `retry` seconds by the child that found it "
+        "(the request goes on to the next address); the backend goes into error state "
+        "when all of them refuse.",
         usage="a virtual path and a URL",
     ),  # fmt: skip
     Declaration(

@@ -8,8 +8,11 @@ free member. The arbiter builds the table from the configuration before it forks
 generation, and the watchdog, map the same pages.
 
 Records ("workers", httpd's word): one per BalancerMember, and one per plain
-``ProxyPass`` backend that has ``max`` (a group of one). A *group* is a balancer
-(or such a capped backend); it owns a FIFO queue of waiting requests.
+``ProxyPass`` backend origin (a group of one), whose ``ERROR_UNTIL`` makes its
+``retry`` server-wide: a child that finds the backend refusing connections writes
+it, and every child reads it before connecting (``ErrorState``: one word, no lock).
+A *group* is a balancer (or such a plain backend); it owns a FIFO queue of waiting
+requests (used by a plain backend only when it has ``max``).
 
 Words of a worker record (int64; times in microseconds of CLOCK_MONOTONIC, which
 every process on the machine shares, unless named ``WALL``):
@@ -81,6 +84,9 @@ class WorkerSpec:
     route: str = ""
     lbset: int = 0
     loadfactor: float = 1.0
+    # a plain ProxyPass backend without ``max``: the record only carries its error
+    # state (the status page's per-backend rows count its requests)
+    error_only: bool = False
 
 
 class Group:
@@ -372,6 +378,8 @@ class BackendTable:
         out = []
         now = now_us()
         for i, spec in enumerate(self.specs):
+            if spec.error_only:
+                continue
             group = self.groups[spec.group]
             until = self.get(i, ERROR_UNTIL)
             status = spec.flags + ("E" if until > now else "") + (
@@ -415,6 +423,26 @@ class BackendTable:
     def workers_of(self, group: str) -> Iterator[int]:
         g = self.groups[group]
         return iter(range(g.first, g.first + g.count))
+
+
+class ErrorState:
+    """A plain ProxyPass backend's server-wide error state: its record's
+    ``ERROR_UNTIL`` word. Any worker thread of any child reads it before connecting
+    (one int read of shared memory: no lock, no syscall) and writes it when the
+    backend refuses (one word; two children that race write nearly the same time)."""
+
+    __slots__ = ("w", "i")
+
+    def __init__(self, table: BackendTable, worker: int) -> None:
+        self.w = table.w
+        self.i = worker * W_FIELDS + ERROR_UNTIL
+
+    def until(self) -> float:
+        """Monotonic time (seconds) the backend is in error state until (0: not)."""
+        return self.w[self.i] / 1e6
+
+    def fail(self, retry: float) -> None:
+        self.w[self.i] = int((time.monotonic() + retry) * 1_000_000)
 
 
 class _Locked:

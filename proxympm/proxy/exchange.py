@@ -204,8 +204,12 @@ class Exchange:
         wait = params.acquire or params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
         got = group.acquire(0, time.monotonic() + wait, _client_gone_probe(client))
         if isinstance(got, Verdict):
-            self.log.error("proxy", f"AH00940: {target.name}: no free slot (max="
-                           f"{params.max}) within {wait:g}s", peer)
+            if got.reason == "busy":
+                self.log.error("proxy", f"AH00940: {target.name}: no free slot (max="
+                               f"{params.max}) within {wait:g}s", peer)
+            else:
+                self.log.error("proxy", f"AH00940: HTTP: disabled connection for "
+                               f"({target.name})", peer)
             verdict = Verdict(got.reason, max(1, round(wait)) if got.reason == "busy"
                               else got.retry_after)
             return self._unavailable(client, req, body, target.name, verdict)
@@ -348,8 +352,9 @@ class Exchange:
                    if host_cfg.preserve_host and req.host else target.origin_host)
         state = self.pool.backend(target, f"{sni}|{id(ctx)}" if ctx is not None else "")
         addrs = self.resolver.address_set(target.host, target.port, target.srv)
-        now = time.monotonic()
-        if member is None and state.failed_until > now:
+        errors = target.errors
+        if errors is not None and errors.w[errors.i] > time.monotonic() * 1e6:
+            # in error state server-wide (another child may have found it so)
             self.log.error("proxy", f"AH00940: HTTP: disabled connection for ({target.name})",
                            peer)
             if resume is not None and resume.up is not None:
@@ -429,8 +434,12 @@ class Exchange:
                     balancer is not None and balancer.settings.failontimeout
                     and exc.timeout and exc.phase == "read_head")
                 if mark and params.retry > 0:
-                    if member is None:
-                        state.failed_until = time.monotonic() + params.retry
+                    if member is None and target.capped is not None:
+                        # its cap's record: the queue learns it is down
+                        marked = target.capped.mark_failed(target.capped.members[0])
+                    elif member is None:
+                        if errors is not None:
+                            errors.fail(params.retry)
                         marked = True
                     else:
                         assert balancer is not None
@@ -503,9 +512,10 @@ class Exchange:
         sent; its ``order`` keeps the address picked for it) or with ``unsent`` bytes
         must go to a worker at once; otherwise wait for its upstream socket to be
         readable, then ``pump_inline``."""
-        state = self.pool.backend(target)
-        if state.failed_until > time.monotonic():
+        errors = target.errors
+        if errors is not None and errors.w[errors.i] > time.monotonic() * 1e6:
             return None  # the worker logs and answers 503
+        state = self.pool.backend(target)
         addrs = self.resolver.address_set(target.host, target.port, target.srv)
         order = addrs.order()
         if not order:

@@ -213,8 +213,9 @@ ProxyPass /capped/ http://127.0.0.1:{dead2}/ retry=4 max=2
     pids: dict[str, set[str]] = {}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         for i in range(10):  # rounds of concurrent connections, until both children served
-            codes = list(pool.map(lambda k: requests.get(f"{proxy.url}/dead/{i}-{k}",
-                                                         timeout=10).status_code, range(8)))
+            codes = list(pool.map(lambda k: requests.get(f"{proxy.url}/dead/{k}",
+                                                         timeout=10).status_code,
+                                  range(i * 8, i * 8 + 8)))
             assert codes == [503] * 8
             for line in proxy.access_log().splitlines():
                 pid, status, path = line.split()

@@ -510,12 +510,29 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "(appended to the member URL's path), `hcinterval` (default 30 s; units allowed, "
         "e.g. `500ms`), `hcfails` (failed checks in a row that take the member out, "
         "default 1), `hcpasses` (good checks in a row that bring it back, default 1), "
-        "`hcexpr` (a `ProxyHCExpr` name; without it a check passes on 2xx/3xx).",
+        "`hcexpr` (a `ProxyHCExpr` name; without it a check passes on 2xx/3xx). "
+        "The watchdog resolves the member's name as the children do (the same "
+        "ProxyDNSServers, TTLs and SRV handling) and checks every address it stands for "
+        "(each A/AAAA record, each SRV target) each interval: an address that fails "
+        "`hcfails` checks in a row is left out of every child's rotation (no request "
+        "is sent to it) until it passes `hcpasses` in a row; the member itself is taken "
+        "out when none of its addresses passes (if every address is out but the member "
+        "is still used, all are tried). An `https://` member is checked with the TLS "
+        "settings its requests use (SSLProxyVerify, SSLProxyCACertificateFile, "
+        "SSLProxyCheckPeerName, SSLProxyMachineCertificateFile ... of the first host, "
+        "main server first, with a ProxyPass to the balancer) and the member URL's host "
+        "as the TLS server name: a certificate a request would refuse fails the check "
+        "(last result -4 in the log).",
         compat="`requestbuffering`/`responsebuffering`/`flushpackets` belong on the "
         "ProxyPass line. Status flags `E` and `C` are refused (they are states here, not "
         "settings). A waiting request holds its worker thread (the queue is bounded by "
         "the server's threads; waiters check their client every 0.25 s). No "
-        "`hctemplate`; health checks of https members do not verify the certificate.",
+        "`hctemplate`. httpd checks a member's one address as its connection would "
+        "find it; proxympm checks each address of the name, since requests rotate over "
+        "them all. The addresses taken out are a 1 KiB list per member in shared memory "
+        "(at least 22 IPv6 or 46 IPv4 addresses); beyond it they are logged and stay in "
+        "use. Under ProxyPreserveHost a request sends the client's Host as TLS server "
+        "name; a check sends the member's.",
         usage="A balancer name and scheme with list of params",
     ),  # fmt: skip
     Declaration(

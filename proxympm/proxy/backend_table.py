@@ -37,7 +37,10 @@ record lock (``lockf``) on one byte of a shared temp file. The kernel drops a
 record lock when its process dies, so a child killed while holding it cannot
 wedge the server. The lock is held for a few word reads and writes, never across
 I/O or a wait. Health-check words have one writer (the watchdog) and are read
-without the lock.
+without the lock; so is each worker's list of addresses its checks took out (a name
+with several addresses, an SRV name), kept in a mapping of its own as text lines
+behind a sequence word (a seqlock: odd while written; a reader that sees it change
+keeps what it had).
 """
 
 from __future__ import annotations
@@ -67,6 +70,12 @@ HC_RESULT_NONE = 0  # no check yet
 HC_RESULT_CONNECT = -1  # connect (or TCP check) failed
 HC_RESULT_TIMEOUT = -2
 HC_RESULT_INVALID = -3  # not an HTTP response
+HC_RESULT_TLS = -4  # TLS handshake failed (e.g. the certificate was not trusted)
+# per worker, the addresses its health checks took out (written by the watchdog only):
+# a sequence word (odd while it writes), the text's length, then "ip port\n" lines
+HC_ADDR_BYTES = 1024
+HC_ADDR_STRIDE = 16 + HC_ADDR_BYTES
+_HC_WORDS = HC_ADDR_STRIDE // 8
 
 
 def now_us() -> int:
@@ -140,6 +149,9 @@ class BackendTable:
         self._map = mmap.mmap(-1, max(8, offset * 8))  # MAP_SHARED | MAP_ANONYMOUS
         self.w = memoryview(self._map).cast("q")
         self._lockfile = tempfile.TemporaryFile() if shared_lock else None
+        # a mapping of its own, so the record and queue layout above stay as they are
+        self._hc_map = mmap.mmap(-1, max(1, n) * HC_ADDR_STRIDE)
+        self.hw = memoryview(self._hc_map).cast("q")  # its words: sequence, length
         self.slot = 0
         self.wake_fds: list[int] = []  # write ends, by child slot (arbiter-made pipes)
         self.wake_reads: list[int] = []  # read ends, by child slot
@@ -166,6 +178,8 @@ class BackendTable:
         try:
             self.w.release()
             self._map.close()
+            self.hw.release()
+            self._hc_map.close()
         except (BufferError, ValueError):
             pass
         if self._lockfile is not None:
@@ -374,7 +388,8 @@ class BackendTable:
         ``sent``/``read`` (bytes), ``latency_ms`` (peak-EWMA, 0: none yet),
         ``hc_failed``, ``hc_checks``, ``hc_last`` (wall time of the last check, 0:
         none), ``hc_result`` (its status code, or -1 connect failure, -2 timeout,
-        -3 invalid response, 0 none), ``recoveries`` (forced recoveries)."""
+        -3 invalid response, -4 TLS handshake failed, 0 none), ``recoveries`` (forced
+        recoveries)."""
         out = []
         now = now_us()
         for i, spec in enumerate(self.specs):
@@ -419,6 +434,47 @@ class BackendTable:
                           HC_PASSES, HC_FAILS, HC_LAST_WALL_MS, HC_LAST_RESULT, HC_CHECKS,
                           RECOVERIES):
                 self.set(i, field, old.get(j, field))
+            seq, addrs = old.hc_addresses(j)
+            if addrs:
+                self.set_hc_addresses(i, addrs)
+
+    # -- addresses taken out by the health checks (one writer: the watchdog) -----------
+
+    def set_hc_addresses(self, worker: int, addrs: Iterable[tuple[str, int]]) -> bool:
+        """Watchdog: publish the (ip, port) addresses of ``worker`` that failed their
+        checks. Returns False if they did not all fit (the rest stay usable)."""
+        text = b""
+        fits = True
+        for ip, port in sorted(addrs):
+            line = b"%s %d\n" % (ip.encode("ascii"), port)
+            if len(text) + len(line) > HC_ADDR_BYTES:
+                fits = False
+                break
+            text += line
+        m, base, hw, k = self._hc_map, worker * HC_ADDR_STRIDE, self.hw, worker * _HC_WORDS
+        hw[k] += 1  # odd: being written
+        m[base + 16:base + 16 + len(text)] = text
+        hw[k + 1] = len(text)
+        hw[k] += 1
+        return fits
+
+    def hc_addresses(self, worker: int) -> tuple[int, frozenset[tuple[str, int]] | None]:
+        """Any process, no lock: (sequence, addresses), or (sequence, None) while the
+        watchdog is writing them (keep what you had: a seqlock read)."""
+        m, base, hw, k = self._hc_map, worker * HC_ADDR_STRIDE, self.hw, worker * _HC_WORDS
+        seq = hw[k]
+        if seq & 1:
+            return seq, None
+        n = hw[k + 1]
+        text = m[base + 16:base + 16 + min(n, HC_ADDR_BYTES)]
+        if hw[k] != seq:
+            return seq, None
+        found = set()
+        for line in text.split(b"\n"):
+            ip, _, port = line.partition(b" ")
+            if port:
+                found.add((ip.decode("ascii"), int(port)))
+        return seq, frozenset(found)
 
     def workers_of(self, group: str) -> Iterator[int]:
         g = self.groups[group]

@@ -77,7 +77,7 @@ class Member:
 
     __slots__ = ("target", "params", "name", "base_path", "weight", "lbset", "standby",
                  "spare", "stopped", "disabled", "draining", "ignore_errors", "max",
-                 "index", "bit", "table", "route")
+                 "index", "bit", "table", "route", "hc", "_hc_seen")
 
     def __init__(self, url: str, params: WorkerParams, table: BackendTable, index: int,
                  bit: int) -> None:
@@ -100,6 +100,21 @@ class Member:
         self.table = table
         self.index = index
         self.bit = bit  # 1 << position in the balancer, for exclusion masks
+        self.hc = bool(params.hcmethod)  # checked by the watchdog
+        self._hc_seen: tuple[int, frozenset[tuple[str, int]]] = (0, frozenset())
+
+    def hc_skipped(self) -> frozenset[tuple[str, int]]:
+        """The (ip, port) addresses of this member that its health checks took out (a
+        name with several addresses, an SRV name). Lock-free: one word read; the list
+        is decoded again only when the watchdog has changed it."""
+        seen = self._hc_seen
+        if self.table.hw[self.index * bt._HC_WORDS] == seen[0]:
+            return seen[1]
+        seq, addrs = self.table.hc_addresses(self.index)
+        if addrs is None:  # being written: what we had
+            return seen[1]
+        self._hc_seen = (seq, addrs)  # one attribute store: threads see old or new
+        return addrs
 
     def upstream_path(self, path: bytes) -> bytes:
         return self.base_path + path if self.base_path else path

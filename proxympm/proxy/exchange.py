@@ -387,6 +387,8 @@ class Exchange:
             head = with_upgrade(head, switch)
         # A PROXY header binds the upstream connection to this client: never pooled.
         proxy_header = _proxy_header(params.proxyprotocol, client, peer)
+        # addresses the health checks took out: never tried (unless all of them are)
+        skip = member.hc_skipped() if member is not None and member.hc else None
         attempts = 0
         started = time.monotonic()
         while True:
@@ -405,7 +407,7 @@ class Exchange:
             try:
                 if up is None:
                     # this request's address first, then fallbacks
-                    order = first if first is not None else addrs.order()
+                    order = first if first is not None else addrs.order(skip=skip)
                     if order and not params.disablereuse and proxy_header is None:
                         up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
                     reused = out.reused = up is not None

@@ -108,13 +108,20 @@ class AddressSet:
 
     # -- worker threads ------------------------------------------------------------
 
-    def order(self, now: float | None = None) -> Sequence[Endpoint]:
+    def order(self, now: float | None = None,
+              skip: frozenset[tuple[str, int]] | None = None) -> Sequence[Endpoint]:
+        """``skip``: (ip, port) addresses the health checks took out; they are left
+        out altogether, unless that would leave none."""
         eps = self.endpoints
         if len(eps) <= 1:
             return eps
         now = time.monotonic() if now is None else now
         with self._lock:
             eps = self.endpoints
+            if skip:
+                eps = tuple(e for e in eps if e.sockaddr[:2] not in skip) or eps
+                if len(eps) == 1:
+                    return eps
             down = self._down
             usable = [e for e in eps if down.get(e.sockaddr, 0.0) <= now] if down else list(eps)
             pool = usable or list(eps)  # all down: try them all anyway

@@ -265,3 +265,43 @@ ProxyPass "/" "http://app.test:{p}/" flushpackets=on
             received += len(data)
     _until(lambda: b2.open_connections == 0, 5,
            "the connection to the removed address closed after its stream")
+
+
+def test_health_checks_take_out_one_srv_target_and_bring_it_back(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    """The watchdog resolves the SRV name as the children do and checks each target:
+    one that fails its checks gets no client request from any child until it has
+    passed ``hcpasses`` checks again; the member stays in (its other target is fine)."""
+    t1 = backend_factory("t1", host="127.0.0.2", port=free_port())
+    t2 = backend_factory("t2", host="127.0.0.3", port=free_port())
+    t2.health_status = 503
+    srv = "_http._tcp.hc.test"
+    dns = dnsmasq({"t1.test": ["127.0.0.2"], "t2.test": ["127.0.0.3"]},
+                  srv=(f"{srv},t1.test,{t1.port},0,1", f"{srv},t2.test,{t2.port},0,1"))
+    proxy = proxympm("""
+StartServers 2
+ServerLimit 2
+ThreadsPerChild 4
+MaxRequestWorkers 8
+ProxyDNSServers {dns}
+<Proxy "balancer://k8s">
+    BalancerMember "http://_http._tcp.hc.test" srv=on hcmethod=GET hcuri=/health \\
+        hcinterval=200ms hcfails=1 hcpasses=2
+</Proxy>
+ProxyPass "/" "balancer://k8s/"
+""", dns=dns.server, wait_children=3)
+    proxy.wait_for_log("error", rf"DISABLING 127.0.0.3:{t2.port} of "
+                       rf"http://_http._tcp.hc.test after 1 failed checks \(last result 503\)")
+    seen = Counter(requests.get(f"{proxy.url}/n{i}", timeout=10).json()["backend"]
+                   for i in range(20))
+    assert seen == {"t1": 20}
+    assert not [q for q in t2.requests if q.path != "/health"], "t2 served a client"
+    assert "DISABLING http://_http._tcp.hc.test" not in proxy.error_log()
+    t2.health_status = 200
+    proxy.wait_for_log("error", rf"ENABLING 127.0.0.3:{t2.port} of "
+                       r"http://_http._tcp.hc.test after 2 good checks")
+    seen = Counter(requests.get(f"{proxy.url}/m{i}", timeout=10).json()["backend"]
+                   for i in range(20))
+    assert seen["t2"] >= 5, seen

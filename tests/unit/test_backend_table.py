@@ -162,6 +162,31 @@ def test_hc_expressions() -> None:
             parse_hc_expr(bad)
 
 
+def test_addresses_taken_out_by_health_checks_reach_members_of_another_process() -> None:
+    b = make([{"hcmethod": "GET"}, {}])
+    member = b.members[0]
+    assert member.hc and not b.members[1].hc
+    assert member.hc_skipped() == frozenset()
+    pid = os.fork()
+    if pid == 0:  # the watchdog's side: publish, then exit
+        ok = b.table.set_hc_addresses(member.index, [("10.0.0.2", 80), ("fd00::1", 8080)])
+        os._exit(0 if ok else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert member.hc_skipped() == {("10.0.0.2", 80), ("fd00::1", 8080)}
+    assert member.hc_skipped() is member.hc_skipped()  # decoded once per change
+    assert b.table.hc_addresses(b.members[1].index)[1] == frozenset()
+    # a list that does not fit is cut, and says so (the rest stay in use)
+    many = [(f"10.0.{i // 250}.{i % 250}", 80) for i in range(200)]
+    assert not b.table.set_hc_addresses(member.index, many)
+    assert 0 < len(member.hc_skipped()) < 200
+    # a restart with a new table keeps what the checks took out
+    again = BackendTable(b.table.specs, 1, 4, shared_lock=False)
+    again.carry_over(b.table)
+    assert again.hc_addresses(member.index)[1] == member.hc_skipped()
+    b.table.set_hc_addresses(member.index, [])
+    assert member.hc_skipped() == frozenset()
+
+
 def test_queue_is_server_wide_between_two_processes() -> None:
     """A real second process takes the only slot; this one queues and is handed
     the slot, through its wake-up pipe, the moment the other process releases it.

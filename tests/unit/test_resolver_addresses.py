@@ -67,3 +67,13 @@ def test_literals_never_touch_dns() -> None:
                                                               ("::1", 8080, 0, 0))]
     r.start(wait=0.1)  # nothing to resolve: no thread
     assert r._thread is None
+
+
+def test_addresses_taken_out_by_health_checks_are_never_offered_unless_all_are() -> None:
+    aset = AddressSet("_http._tcp.app", [ep(1), ep(2), ep(3)])
+    skip = frozenset({("10.0.0.2", 80)})
+    for _ in range(6):
+        assert "10.0.0.2" not in [e.sockaddr[0] for e in aset.order(0.0, skip=skip)]
+    assert len(aset.order(0.0, skip=frozenset({("10.0.0.1", 80), ("10.0.0.3", 80)}))) == 1
+    every = frozenset(e.sockaddr for e in aset.endpoints)
+    assert len(aset.order(0.0, skip=every)) == 3  # all out: try them all anyway

@@ -442,9 +442,9 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "it in shared memory: once any child finds the backend refusing connections, every "
         "child answers 503 without trying it until `retry` seconds are over (routes to "
         "the same backend origin share it). With several addresses for the name, an "
-        "address that refuses is skipped for `retry` seconds by the child that found it "
-        "(the request goes on to the next address); the backend goes into error state "
-        "when all of them refuse.",
+        "address that refuses is tried last for `retry` seconds by every child (the "
+        "request goes on to the next address; the list of such addresses is shared "
+        "too); the backend goes into error state when all of them refuse.",
         usage="a virtual path and a URL",
     ),  # fmt: skip
     Declaration(
@@ -671,8 +671,9 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "together, each answer kept for its TTL bounded by ProxyDNSTTLFloor and "
         "ProxyDNSTTLCeiling, then asked again. A name with several addresses spreads "
         "requests over all of them (round robin per request, each address with its own "
-        "pool of kept-alive connections; an address that refuses a connection is skipped "
-        "for the worker's `retry` seconds and the next one is tried). When an address "
+        "pool of kept-alive connections; an address that refuses a connection is tried "
+        "last, by every child, for the worker's `retry` seconds, and the next one is "
+        "tried at once). When an address "
         "disappears from the answer, its idle pooled connections are closed and requests "
         "in flight on it finish normally. A failed lookup (timeout, SERVFAIL, refused, "
         "name server down) keeps the last good answer, is logged once, and is retried "

@@ -37,10 +37,12 @@ record lock (``lockf``) on one byte of a shared temp file. The kernel drops a
 record lock when its process dies, so a child killed while holding it cannot
 wedge the server. The lock is held for a few word reads and writes, never across
 I/O or a wait. Health-check words have one writer (the watchdog) and are read
-without the lock; so is each worker's list of addresses its checks took out (a name
-with several addresses, an SRV name), kept in a mapping of its own as text lines
-behind a sequence word (a seqlock: odd while written; a reader that sees it change
-keeps what it had).
+without the lock. For a name with several addresses (or an SRV name) each worker
+has two address lists, in a mapping of their own as text lines behind a sequence
+word (a seqlock: odd while written; a reader that finds it odd or changed keeps what
+it had): the addresses its health checks took out (the watchdog writes), and those
+that refused a connection within ``retry`` (a child writes, holding the group lock),
+so every child leaves out or tries last what one of them found (``AddressMarks``).
 """
 
 from __future__ import annotations
@@ -71,11 +73,14 @@ HC_RESULT_CONNECT = -1  # connect (or TCP check) failed
 HC_RESULT_TIMEOUT = -2
 HC_RESULT_INVALID = -3  # not an HTTP response
 HC_RESULT_TLS = -4  # TLS handshake failed (e.g. the certificate was not trusted)
-# per worker, the addresses its health checks took out (written by the watchdog only):
-# a sequence word (odd while it writes), the text's length, then "ip port\n" lines
-HC_ADDR_BYTES = 1024
-HC_ADDR_STRIDE = 16 + HC_ADDR_BYTES
-_HC_WORDS = HC_ADDR_STRIDE // 8
+# Per worker, two lists of addresses (of a name with several addresses, or an SRV
+# name), each a sequence word (odd while it is written), the text's length, then lines:
+# HC_LIST "ip port": taken out by the health checks (the watchdog writes);
+# DOWN_LIST "ip port until": refused a connection, avoided until ``until`` (any child
+# writes, holding the worker's group lock).
+HC_LIST, DOWN_LIST = 0, 1
+ADDR_LIST_BYTES = 1024
+_LIST_WORDS = (16 + ADDR_LIST_BYTES) // 8
 
 
 def now_us() -> int:
@@ -150,7 +155,7 @@ class BackendTable:
         self.w = memoryview(self._map).cast("q")
         self._lockfile = tempfile.TemporaryFile() if shared_lock else None
         # a mapping of its own, so the record and queue layout above stay as they are
-        self._hc_map = mmap.mmap(-1, max(1, n) * HC_ADDR_STRIDE)
+        self._hc_map = mmap.mmap(-1, max(1, n) * 2 * _LIST_WORDS * 8)
         self.hw = memoryview(self._hc_map).cast("q")  # its words: sequence, length
         self.slot = 0
         self.wake_fds: list[int] = []  # write ends, by child slot (arbiter-made pipes)
@@ -434,47 +439,80 @@ class BackendTable:
                           HC_PASSES, HC_FAILS, HC_LAST_WALL_MS, HC_LAST_RESULT, HC_CHECKS,
                           RECOVERIES):
                 self.set(i, field, old.get(j, field))
-            seq, addrs = old.hc_addresses(j)
-            if addrs:
-                self.set_hc_addresses(i, addrs)
+            for which in (HC_LIST, DOWN_LIST):
+                seq, lines = old._read_list(j, which)
+                if lines:
+                    self._write_list(i, which, b"".join(b" ".join(f) + b"\n" for f in lines))
 
-    # -- addresses taken out by the health checks (one writer: the watchdog) -----------
+    # -- address lists (see HC_LIST, DOWN_LIST) ------------------------------------------
+
+    def _write_list(self, worker: int, which: int, text: bytes) -> None:
+        """One writer at a time per list (the watchdog; or the group lock's holder)."""
+        hw, k = self.hw, (worker * 2 + which) * _LIST_WORDS
+        base = k * 8 + 16
+        hw[k] += 1  # odd: being written
+        self._hc_map[base:base + len(text)] = text
+        hw[k + 1] = len(text)
+        hw[k] += 1
+
+    def _read_list(self, worker: int, which: int) -> tuple[int, list[list[bytes]] | None]:
+        """Any process, no lock: (sequence, lines split in fields), or (sequence, None)
+        while it is being written (a seqlock read: keep what you had)."""
+        hw, k = self.hw, (worker * 2 + which) * _LIST_WORDS
+        seq = hw[k]
+        if seq & 1:
+            return seq, None
+        n = min(hw[k + 1], ADDR_LIST_BYTES)
+        text = self._hc_map[k * 8 + 16:k * 8 + 16 + n]
+        if hw[k] != seq:
+            return seq, None
+        return seq, [line.split() for line in text.split(b"\n") if line]
+
+    @staticmethod
+    def _fit(lines: Iterable[bytes]) -> tuple[bytes, bool]:
+        text = b""
+        for line in lines:
+            if len(text) + len(line) > ADDR_LIST_BYTES:
+                return text, False
+            text += line
+        return text, True
 
     def set_hc_addresses(self, worker: int, addrs: Iterable[tuple[str, int]]) -> bool:
         """Watchdog: publish the (ip, port) addresses of ``worker`` that failed their
         checks. Returns False if they did not all fit (the rest stay usable)."""
-        text = b""
-        fits = True
-        for ip, port in sorted(addrs):
-            line = b"%s %d\n" % (ip.encode("ascii"), port)
-            if len(text) + len(line) > HC_ADDR_BYTES:
-                fits = False
-                break
-            text += line
-        m, base, hw, k = self._hc_map, worker * HC_ADDR_STRIDE, self.hw, worker * _HC_WORDS
-        hw[k] += 1  # odd: being written
-        m[base + 16:base + 16 + len(text)] = text
-        hw[k + 1] = len(text)
-        hw[k] += 1
+        text, fits = self._fit(b"%s %d\n" % (ip.encode("ascii"), port)
+                               for ip, port in sorted(addrs))
+        self._write_list(worker, HC_LIST, text)
         return fits
 
     def hc_addresses(self, worker: int) -> tuple[int, frozenset[tuple[str, int]] | None]:
-        """Any process, no lock: (sequence, addresses), or (sequence, None) while the
-        watchdog is writing them (keep what you had: a seqlock read)."""
-        m, base, hw, k = self._hc_map, worker * HC_ADDR_STRIDE, self.hw, worker * _HC_WORDS
-        seq = hw[k]
-        if seq & 1:
+        """(sequence, the addresses the health checks took out), None for them while
+        the watchdog writes."""
+        seq, lines = self._read_list(worker, HC_LIST)
+        if lines is None:
             return seq, None
-        n = hw[k + 1]
-        text = m[base + 16:base + 16 + min(n, HC_ADDR_BYTES)]
-        if hw[k] != seq:
+        return seq, frozenset((f[0].decode("ascii"), int(f[1])) for f in lines if len(f) == 2)
+
+    def mark_address_down(self, worker: int, ip: str, port: int, until: int) -> None:
+        """Any child: ``ip:port`` of ``worker`` refused a connection; every child offers
+        it last until ``until`` (microseconds, CLOCK_MONOTONIC). Takes the group lock
+        (a failure path: never on a request that goes well)."""
+        group = self.groups[self.specs[worker].group]
+        now = now_us()
+        with self.locked(group):
+            down = self.down_addresses(worker)[1] or {}
+            down = {a: u for a, u in down.items() if u > now}
+            down[(ip, port)] = until
+            text, _ = self._fit(b"%s %d %d\n" % (a[0].encode("ascii"), a[1], u)
+                                for a, u in sorted(down.items(), key=lambda i: -i[1]))
+            self._write_list(worker, DOWN_LIST, text)
+
+    def down_addresses(self, worker: int) -> tuple[int, dict[tuple[str, int], int] | None]:
+        """(sequence, {(ip, port): until}), None for them while a child writes."""
+        seq, lines = self._read_list(worker, DOWN_LIST)
+        if lines is None:
             return seq, None
-        found = set()
-        for line in text.split(b"\n"):
-            ip, _, port = line.partition(b" ")
-            if port:
-                found.add((ip.decode("ascii"), int(port)))
-        return seq, frozenset(found)
+        return seq, {(f[0].decode("ascii"), int(f[1])): int(f[2]) for f in lines if len(f) == 3}
 
     def workers_of(self, group: str) -> Iterator[int]:
         g = self.groups[group]
@@ -487,11 +525,12 @@ class ErrorState:
     (one int read of shared memory: no lock, no syscall) and writes it when the
     backend refuses (one word; two children that race write nearly the same time)."""
 
-    __slots__ = ("w", "i")
+    __slots__ = ("w", "i", "marks")
 
     def __init__(self, table: BackendTable, worker: int) -> None:
         self.w = table.w
         self.i = worker * W_FIELDS + ERROR_UNTIL
+        self.marks = AddressMarks(table, worker)  # its name's addresses that refused
 
     def until(self) -> float:
         """Monotonic time (seconds) the backend is in error state until (0: not)."""
@@ -499,6 +538,52 @@ class ErrorState:
 
     def fail(self, retry: float) -> None:
         self.w[self.i] = int((time.monotonic() + retry) * 1_000_000)
+
+
+class AddressMarks:
+    """One worker's addresses to avoid, as one process reads them (lock-free: one word
+    read per list; a list is decoded again only when its sequence word changed):
+    those its health checks took out, and those that refused a connection in any
+    child within ``retry``. Any worker thread."""
+
+    __slots__ = ("table", "worker", "k_hc", "k_down", "_hc", "_down")
+
+    def __init__(self, table: BackendTable, worker: int) -> None:
+        self.table = table
+        self.worker = worker
+        self.k_hc = worker * 2 * _LIST_WORDS
+        self.k_down = self.k_hc + _LIST_WORDS
+        self._hc: tuple[int, frozenset[tuple[str, int]]] = (0, frozenset())
+        self._down: tuple[int, dict[tuple[str, int], int], int] = (0, {}, 0)  # .., latest
+
+    def skipped(self) -> frozenset[tuple[str, int]]:
+        """The addresses the health checks took out."""
+        seen = self._hc
+        if self.table.hw[self.k_hc] == seen[0]:
+            return seen[1]
+        seq, addrs = self.table.hc_addresses(self.worker)
+        if addrs is None:  # being written: what we had
+            return seen[1]
+        self._hc = (seq, addrs)  # one attribute store: other threads see old or new
+        return addrs
+
+    def down(self) -> frozenset[tuple[str, int]] | None:
+        """The addresses that refused a connection and whose ``retry`` is not over."""
+        seen = self._down
+        if self.table.hw[self.k_down] != seen[0]:
+            seq, down = self.table.down_addresses(self.worker)
+            if down is not None:
+                seen = self._down = (seq, down, max(down.values(), default=0))
+        if not seen[2]:
+            return None
+        now = now_us()
+        if seen[2] <= now:  # all over (the list is pruned at the next failure)
+            return None
+        return frozenset(a for a, until in seen[1].items() if until > now)
+
+    def mark_down(self, sockaddr: tuple, retry: float) -> None:
+        self.table.mark_address_down(self.worker, sockaddr[0], sockaddr[1],
+                                     int((time.monotonic() + retry) * 1_000_000))
 
 
 class _Locked:

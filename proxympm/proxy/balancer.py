@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from proxympm.config.model import Balancer as BalancerConfig
 from proxympm.config.model import BalancerSettings, WorkerParams
 from proxympm.proxy import backend_table as bt
-from proxympm.proxy.backend_table import BackendTable, ErrorState, WorkerSpec, now_us
+from proxympm.proxy.backend_table import AddressMarks, BackendTable, ErrorState, WorkerSpec, now_us
 from proxympm.proxy.routing import Target, parse_target
 
 GONE_POLL = 0.25  # seconds between client checks while queued
@@ -77,7 +77,7 @@ class Member:
 
     __slots__ = ("target", "params", "name", "base_path", "weight", "lbset", "standby",
                  "spare", "stopped", "disabled", "draining", "ignore_errors", "max",
-                 "index", "bit", "table", "route", "hc", "_hc_seen")
+                 "index", "bit", "table", "route", "hc", "marks")
 
     def __init__(self, url: str, params: WorkerParams, table: BackendTable, index: int,
                  bit: int) -> None:
@@ -101,20 +101,7 @@ class Member:
         self.index = index
         self.bit = bit  # 1 << position in the balancer, for exclusion masks
         self.hc = bool(params.hcmethod)  # checked by the watchdog
-        self._hc_seen: tuple[int, frozenset[tuple[str, int]]] = (0, frozenset())
-
-    def hc_skipped(self) -> frozenset[tuple[str, int]]:
-        """The (ip, port) addresses of this member that its health checks took out (a
-        name with several addresses, an SRV name). Lock-free: one word read; the list
-        is decoded again only when the watchdog has changed it."""
-        seen = self._hc_seen
-        if self.table.hw[self.index * bt._HC_WORDS] == seen[0]:
-            return seen[1]
-        seq, addrs = self.table.hc_addresses(self.index)
-        if addrs is None:  # being written: what we had
-            return seen[1]
-        self._hc_seen = (seq, addrs)  # one attribute store: threads see old or new
-        return addrs
+        self.marks = AddressMarks(table, index)  # addresses taken out / that refused
 
     def upstream_path(self, path: bytes) -> bytes:
         return self.base_path + path if self.base_path else path

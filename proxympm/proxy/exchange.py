@@ -43,6 +43,7 @@ from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response, read_response_head
 from proxympm.http.serialize import HeaderInjection, error_response
 from proxympm.proxy import upstream
+from proxympm.proxy.backend_table import AddressMarks
 from proxympm.proxy.balancer import Balancer, Member, Verdict, session_route
 from proxympm.proxy.header_rules import error_headers
 from proxympm.proxy.headers import upstream_request_head
@@ -387,8 +388,11 @@ class Exchange:
             head = with_upgrade(head, switch)
         # A PROXY header binds the upstream connection to this client: never pooled.
         proxy_header = _proxy_header(params.proxyprotocol, client, peer)
-        # addresses the health checks took out: never tried (unless all of them are)
-        skip = member.hc_skipped() if member is not None and member.hc else None
+        # this worker's addresses that another request (in any child) found refusing,
+        # and those its health checks took out (never tried, unless all of them are)
+        marks = member.marks if member is not None else (
+            target.errors.marks if target.errors is not None else None)
+        skip = member.marks.skipped() if member is not None and member.hc else None
         attempts = 0
         started = time.monotonic()
         while True:
@@ -407,12 +411,16 @@ class Exchange:
             try:
                 if up is None:
                     # this request's address first, then fallbacks
-                    order = first if first is not None else addrs.order(skip=skip)
+                    if first is not None:
+                        order = first
+                    else:
+                        order = addrs.order(skip, marks.down() if marks is not None
+                                            and len(addrs.endpoints) > 1 else None)
                     if order and not params.disablereuse and proxy_header is None:
                         up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
                     reused = out.reused = up is not None
                     if up is None:
-                        up = self._connect(target, params, timeout, ctx, sni, order, addrs,
+                        up = self._connect(target, params, timeout, ctx, sni, order, marks,
                                            proxy_header)
                     flow.attach(up)
                     flow.send(head, body, body_parts, body_file, buffered, timeout)
@@ -519,7 +527,8 @@ class Exchange:
             return None  # the worker logs and answers 503
         state = self.pool.backend(target)
         addrs = self.resolver.address_set(target.host, target.port, target.srv)
-        order = addrs.order()
+        order = addrs.order(None, errors.marks.down() if errors is not None
+                            and len(addrs.endpoints) > 1 else None)
         if not order:
             return None
         flow = _Flow(self, client, req, host_cfg, client_keepalive, True, addrs)
@@ -616,9 +625,10 @@ class Exchange:
 
     def _connect(self, target: Target, params: WorkerParams, timeout: float,
                  ctx: ssl.SSLContext | None, sni: str, order: Sequence[Endpoint],
-                 addrs: AddressSet, proxy_header: bytes | None = None) -> Upstream:
+                 marks: AddressMarks | None, proxy_header: bytes | None = None) -> Upstream:
         """A new connection: the first address of ``order`` that accepts one (an
-        address that refuses is skipped by the rotation for ``retry`` seconds)."""
+        address that refuses is offered last by every child's rotation for ``retry``
+        seconds)."""
         ctimeout = params.connectiontimeout or timeout
         if not order:
             raise UpstreamFailure("resolve", f"DNS lookup failure for: {target.host}")
@@ -629,8 +639,8 @@ class Exchange:
             except (TimeoutError, OSError) as exc:
                 last = ("connect timed out" if isinstance(exc, TimeoutError)
                         else exc.strerror or str(exc))
-                if len(order) > 1 and params.retry > 0:
-                    addrs.mark_down(ep.sockaddr, time.monotonic() + params.retry)
+                if len(order) > 1 and params.retry > 0 and marks is not None:
+                    marks.mark_down(ep.sockaddr, params.retry)
                 continue
             if params.keepalive:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

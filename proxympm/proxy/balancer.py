@@ -565,7 +565,7 @@ class Balancers:
     """Every balancer of the configuration (and every capped plain backend), one
     object each, for one process; their state is in ``table``."""
 
-    __slots__ = ("_by_name", "table", "_workers")
+    __slots__ = ("_by_name", "table", "_workers", "_private")
 
     def __init__(self, configs: Iterable[BalancerConfig],
                  table: BackendTable | None = None) -> None:
@@ -576,6 +576,7 @@ class Balancers:
         self.table = table
         self._by_name = {c.name: Balancer(c, table=table) for c in configs}
         self._workers: dict[str, Balancer] = {}
+        self._private: dict[str, ErrorState] = {}
 
     def get(self, url: str) -> Balancer:
         """The balancer of a ``balancer://name[/path]`` URL; an undeclared one (a
@@ -604,11 +605,14 @@ class Balancers:
         private one-record table for a backend the arbiter did not know: unit tests)."""
         table = self.table
         group = table.groups.get(target.name)
-        if group is None or table.specs[group.first].url != target.name:
+        if group is not None and table.specs[group.first].url == target.name:
+            return ErrorState(table, group.first)
+        found = self._private.get(target.name)
+        if found is None:
             table = BackendTable([WorkerSpec(target.name, target.name, None, error_only=True)],
                                  1, 1, shared_lock=False)
-            group = table.groups[target.name]
-        return ErrorState(table, group.first)
+            found = self._private[target.name] = ErrorState(table, 0)
+        return found
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_name.values())

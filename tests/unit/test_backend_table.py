@@ -14,7 +14,14 @@ from proxympm.config.model import Balancer as BalancerConfig
 from proxympm.config.model import BalancerMember, BalancerSettings, WorkerParams
 from proxympm.proxy import backend_table as bt
 from proxympm.proxy.backend_table import BackendTable, make_wake_pipes
-from proxympm.proxy.balancer import Balancer, Member, Verdict, session_route, specs_for
+from proxympm.proxy.balancer import (
+    Balancer,
+    Member,
+    Verdict,
+    plain_specs,
+    session_route,
+    specs_for,
+)
 from proxympm.proxy.health import default_check, parse_hc_expr
 
 
@@ -206,6 +213,27 @@ def test_an_address_that_refused_in_one_process_is_down_in_another_until_retry()
     marks.mark_down(("10.0.0.3", 80), 30)  # the next mark prunes what is over
     assert b.table.down_addresses(b.members[0].index)[1].keys() == {("fd00::2", 80),
                                                                     ("10.0.0.3", 80)}
+    again = BackendTable(b.table.specs, 1, 4, shared_lock=False)  # a restart's new table
+    again.carry_over(b.table)
+    assert bt.AddressMarks(again, b.members[0].index).down() == {("fd00::2", 80),
+                                                                 ("10.0.0.3", 80)}
+
+
+def test_every_plain_backend_has_one_error_state_record() -> None:
+    routes = [("http://a:1/x", WorkerParams()), ("http://a:1/y", WorkerParams(max=3)),
+              ("http://b:2/", WorkerParams()), ("balancer://c/", WorkerParams()), (None,
+                                                                                  WorkerParams())]
+    specs = plain_specs(routes)
+    assert [(s.url, s.max, s.error_only) for s in specs] == [
+        ("http://a:1", 3, False), ("http://b:2", None, True)]
+    table = BackendTable(specs, 2, 4, shared_lock=False)
+    errors = bt.ErrorState(table, table.index("http://b:2", "http://b:2"))
+    errors.fail(5)
+    assert 4 < errors.until() - time.monotonic() <= 5
+    assert [s["member"] for s in table.snapshot()] == ["http://a:1"]  # b: error state only
+    again = BackendTable(specs, 2, 4, shared_lock=False)
+    again.carry_over(table)
+    assert again.get(1, bt.ERROR_UNTIL) == table.get(1, bt.ERROR_UNTIL)
 
 
 def test_queue_is_server_wide_between_two_processes() -> None:

@@ -438,7 +438,13 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "regex form are not supported. httpd's `max` sizes a per-child connection pool; "
         "proxympm's caps requests server-wide (what an app server with N workers needs). "
         "Two routes to the same backend origin share one cap (the first route's `max`). "
-        "A plain ProxyPass worker's error state (`retry`) is per child process.",
+        "A plain ProxyPass worker's error state (`retry`) is server-wide, as httpd keeps "
+        "it in shared memory: once any child finds the backend refusing connections, every "
+        "child answers 503 without trying it until `retry` seconds are over (routes to "
+        "the same backend origin share it). With several addresses for the name, an "
+        "address that refuses is tried last for `retry` seconds by every child (the "
+        "request goes on to the next address; the list of such addresses is shared "
+        "too); the backend goes into error state when all of them refuse.",
         usage="a virtual path and a URL",
     ),  # fmt: skip
     Declaration(
@@ -504,12 +510,29 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "(appended to the member URL's path), `hcinterval` (default 30 s; units allowed, "
         "e.g. `500ms`), `hcfails` (failed checks in a row that take the member out, "
         "default 1), `hcpasses` (good checks in a row that bring it back, default 1), "
-        "`hcexpr` (a `ProxyHCExpr` name; without it a check passes on 2xx/3xx).",
+        "`hcexpr` (a `ProxyHCExpr` name; without it a check passes on 2xx/3xx). "
+        "The watchdog resolves the member's name as the children do (the same "
+        "ProxyDNSServers, TTLs and SRV handling) and checks every address it stands for "
+        "(each A/AAAA record, each SRV target) each interval: an address that fails "
+        "`hcfails` checks in a row is left out of every child's rotation (no request "
+        "is sent to it) until it passes `hcpasses` in a row; the member itself is taken "
+        "out when none of its addresses passes (if every address is out but the member "
+        "is still used, all are tried). An `https://` member is checked with the TLS "
+        "settings its requests use (SSLProxyVerify, SSLProxyCACertificateFile, "
+        "SSLProxyCheckPeerName, SSLProxyMachineCertificateFile ... of the first host, "
+        "main server first, with a ProxyPass to the balancer) and the member URL's host "
+        "as the TLS server name: a certificate a request would refuse fails the check "
+        "(last result -4 in the log).",
         compat="`requestbuffering`/`responsebuffering`/`flushpackets` belong on the "
         "ProxyPass line. Status flags `E` and `C` are refused (they are states here, not "
         "settings). A waiting request holds its worker thread (the queue is bounded by "
         "the server's threads; waiters check their client every 0.25 s). No "
-        "`hctemplate`; health checks of https members do not verify the certificate.",
+        "`hctemplate`. httpd checks a member's one address as its connection would "
+        "find it; proxympm checks each address of the name, since requests rotate over "
+        "them all. The addresses taken out are a 1 KiB list per member in shared memory "
+        "(at least 22 IPv6 or 46 IPv4 addresses); beyond it they are logged and stay in "
+        "use. Under ProxyPreserveHost a request sends the client's Host as TLS server "
+        "name; a check sends the member's.",
         usage="A balancer name and scheme with list of params",
     ),  # fmt: skip
     Declaration(
@@ -648,8 +671,9 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "together, each answer kept for its TTL bounded by ProxyDNSTTLFloor and "
         "ProxyDNSTTLCeiling, then asked again. A name with several addresses spreads "
         "requests over all of them (round robin per request, each address with its own "
-        "pool of kept-alive connections; an address that refuses a connection is skipped "
-        "for the worker's `retry` seconds and the next one is tried). When an address "
+        "pool of kept-alive connections; an address that refuses a connection is tried "
+        "last, by every child, for the worker's `retry` seconds, and the next one is "
+        "tried at once). When an address "
         "disappears from the answer, its idle pooled connections are closed and requests "
         "in flight on it finish normally. A failed lookup (timeout, SERVFAIL, refused, "
         "name server down) keeps the last good answer, is logged once, and is retried "

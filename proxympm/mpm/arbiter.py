@@ -259,7 +259,7 @@ class Arbiter:
                 signal.signal(sig, signal.SIG_DFL)
             close = [s.fileno() for s, _ in self.sockets.values()]
             close += [c.pod_w for c in self.children.values()]
-            watchdog.run_watchdog(self.config, table, pod_r, close)
+            watchdog.run_watchdog(self.config, table, pod_r, close, self.tls.client)
         os.close(pod_r)
         os.set_inheritable(pod_w, False)
         self.watchdog_pid, self.watchdog_pod = pid, pod_w

@@ -8,8 +8,11 @@ free member. The arbiter builds the table from the configuration before it forks
 generation, and the watchdog, map the same pages.
 
 Records ("workers", httpd's word): one per BalancerMember, and one per plain
-``ProxyPass`` backend that has ``max`` (a group of one). A *group* is a balancer
-(or such a capped backend); it owns a FIFO queue of waiting requests.
+``ProxyPass`` backend origin (a group of one), whose ``ERROR_UNTIL`` makes its
+``retry`` server-wide: a child that finds the backend refusing connections writes
+it, and every child reads it before connecting (``ErrorState``: one word, no lock).
+A *group* is a balancer (or such a plain backend); it owns a FIFO queue of waiting
+requests (used by a plain backend only when it has ``max``).
 
 Words of a worker record (int64; times in microseconds of CLOCK_MONOTONIC, which
 every process on the machine shares, unless named ``WALL``):
@@ -34,7 +37,12 @@ record lock (``lockf``) on one byte of a shared temp file. The kernel drops a
 record lock when its process dies, so a child killed while holding it cannot
 wedge the server. The lock is held for a few word reads and writes, never across
 I/O or a wait. Health-check words have one writer (the watchdog) and are read
-without the lock.
+without the lock. For a name with several addresses (or an SRV name) each worker
+has two address lists, in a mapping of their own as text lines behind a sequence
+word (a seqlock: odd while written; a reader that finds it odd or changed keeps what
+it had): the addresses its health checks took out (the watchdog writes), and those
+that refused a connection within ``retry`` (a child writes, holding the group lock),
+so every child leaves out or tries last what one of them found (``AddressMarks``).
 """
 
 from __future__ import annotations
@@ -64,6 +72,15 @@ HC_RESULT_NONE = 0  # no check yet
 HC_RESULT_CONNECT = -1  # connect (or TCP check) failed
 HC_RESULT_TIMEOUT = -2
 HC_RESULT_INVALID = -3  # not an HTTP response
+HC_RESULT_TLS = -4  # TLS handshake failed (e.g. the certificate was not trusted)
+# Per worker, two lists of addresses (of a name with several addresses, or an SRV
+# name), each a sequence word (odd while it is written), the text's length, then lines:
+# HC_LIST "ip port": taken out by the health checks (the watchdog writes);
+# DOWN_LIST "ip port until": refused a connection, avoided until ``until`` (any child
+# writes, holding the worker's group lock).
+HC_LIST, DOWN_LIST = 0, 1
+ADDR_LIST_BYTES = 1024
+_LIST_WORDS = (16 + ADDR_LIST_BYTES) // 8
 
 
 def now_us() -> int:
@@ -81,6 +98,9 @@ class WorkerSpec:
     route: str = ""
     lbset: int = 0
     loadfactor: float = 1.0
+    # a plain ProxyPass backend without ``max``: the record only carries its error
+    # state (the status page's per-backend rows count its requests)
+    error_only: bool = False
 
 
 class Group:
@@ -134,6 +154,9 @@ class BackendTable:
         self._map = mmap.mmap(-1, max(8, offset * 8))  # MAP_SHARED | MAP_ANONYMOUS
         self.w = memoryview(self._map).cast("q")
         self._lockfile = tempfile.TemporaryFile() if shared_lock else None
+        # a mapping of its own, so the record and queue layout above stay as they are
+        self._hc_map = mmap.mmap(-1, max(1, n) * 2 * _LIST_WORDS * 8)
+        self.hw = memoryview(self._hc_map).cast("q")  # its words: sequence, length
         self.slot = 0
         self.wake_fds: list[int] = []  # write ends, by child slot (arbiter-made pipes)
         self.wake_reads: list[int] = []  # read ends, by child slot
@@ -160,6 +183,8 @@ class BackendTable:
         try:
             self.w.release()
             self._map.close()
+            self.hw.release()
+            self._hc_map.close()
         except (BufferError, ValueError):
             pass
         if self._lockfile is not None:
@@ -368,10 +393,13 @@ class BackendTable:
         ``sent``/``read`` (bytes), ``latency_ms`` (peak-EWMA, 0: none yet),
         ``hc_failed``, ``hc_checks``, ``hc_last`` (wall time of the last check, 0:
         none), ``hc_result`` (its status code, or -1 connect failure, -2 timeout,
-        -3 invalid response, 0 none), ``recoveries`` (forced recoveries)."""
+        -3 invalid response, -4 TLS handshake failed, 0 none), ``recoveries`` (forced
+        recoveries)."""
         out = []
         now = now_us()
         for i, spec in enumerate(self.specs):
+            if spec.error_only:
+                continue
             group = self.groups[spec.group]
             until = self.get(i, ERROR_UNTIL)
             status = spec.flags + ("E" if until > now else "") + (
@@ -411,10 +439,151 @@ class BackendTable:
                           HC_PASSES, HC_FAILS, HC_LAST_WALL_MS, HC_LAST_RESULT, HC_CHECKS,
                           RECOVERIES):
                 self.set(i, field, old.get(j, field))
+            for which in (HC_LIST, DOWN_LIST):
+                seq, lines = old._read_list(j, which)
+                if lines:
+                    self._write_list(i, which, b"".join(b" ".join(f) + b"\n" for f in lines))
+
+    # -- address lists (see HC_LIST, DOWN_LIST) ------------------------------------------
+
+    def _write_list(self, worker: int, which: int, text: bytes) -> None:
+        """One writer at a time per list (the watchdog; or the group lock's holder)."""
+        hw, k = self.hw, (worker * 2 + which) * _LIST_WORDS
+        base = k * 8 + 16
+        hw[k] += 1  # odd: being written
+        self._hc_map[base:base + len(text)] = text
+        hw[k + 1] = len(text)
+        hw[k] += 1
+
+    def _read_list(self, worker: int, which: int) -> tuple[int, list[list[bytes]] | None]:
+        """Any process, no lock: (sequence, lines split in fields), or (sequence, None)
+        while it is being written (a seqlock read: keep what you had)."""
+        hw, k = self.hw, (worker * 2 + which) * _LIST_WORDS
+        seq = hw[k]
+        if seq & 1:
+            return seq, None
+        n = min(hw[k + 1], ADDR_LIST_BYTES)
+        text = self._hc_map[k * 8 + 16:k * 8 + 16 + n]
+        if hw[k] != seq:
+            return seq, None
+        return seq, [line.split() for line in text.split(b"\n") if line]
+
+    @staticmethod
+    def _fit(lines: Iterable[bytes]) -> tuple[bytes, bool]:
+        text = b""
+        for line in lines:
+            if len(text) + len(line) > ADDR_LIST_BYTES:
+                return text, False
+            text += line
+        return text, True
+
+    def set_hc_addresses(self, worker: int, addrs: Iterable[tuple[str, int]]) -> bool:
+        """Watchdog: publish the (ip, port) addresses of ``worker`` that failed their
+        checks. Returns False if they did not all fit (the rest stay usable)."""
+        text, fits = self._fit(b"%s %d\n" % (ip.encode("ascii"), port)
+                               for ip, port in sorted(addrs))
+        self._write_list(worker, HC_LIST, text)
+        return fits
+
+    def hc_addresses(self, worker: int) -> tuple[int, frozenset[tuple[str, int]] | None]:
+        """(sequence, the addresses the health checks took out), None for them while
+        the watchdog writes."""
+        seq, lines = self._read_list(worker, HC_LIST)
+        if lines is None:
+            return seq, None
+        return seq, frozenset((f[0].decode("ascii"), int(f[1])) for f in lines if len(f) == 2)
+
+    def mark_address_down(self, worker: int, ip: str, port: int, until: int) -> None:
+        """Any child: ``ip:port`` of ``worker`` refused a connection; every child offers
+        it last until ``until`` (microseconds, CLOCK_MONOTONIC). Takes the group lock
+        (a failure path: never on a request that goes well)."""
+        group = self.groups[self.specs[worker].group]
+        now = now_us()
+        with self.locked(group):
+            down = self.down_addresses(worker)[1] or {}
+            down = {a: u for a, u in down.items() if u > now}
+            down[(ip, port)] = until
+            text, _ = self._fit(b"%s %d %d\n" % (a[0].encode("ascii"), a[1], u)
+                                for a, u in sorted(down.items(), key=lambda i: -i[1]))
+            self._write_list(worker, DOWN_LIST, text)
+
+    def down_addresses(self, worker: int) -> tuple[int, dict[tuple[str, int], int] | None]:
+        """(sequence, {(ip, port): until}), None for them while a child writes."""
+        seq, lines = self._read_list(worker, DOWN_LIST)
+        if lines is None:
+            return seq, None
+        return seq, {(f[0].decode("ascii"), int(f[1])): int(f[2]) for f in lines if len(f) == 3}
 
     def workers_of(self, group: str) -> Iterator[int]:
         g = self.groups[group]
         return iter(range(g.first, g.first + g.count))
+
+
+class ErrorState:
+    """A plain ProxyPass backend's server-wide error state: its record's
+    ``ERROR_UNTIL`` word. Any worker thread of any child reads it before connecting
+    (one int read of shared memory: no lock, no syscall) and writes it when the
+    backend refuses (one word; two children that race write nearly the same time)."""
+
+    __slots__ = ("w", "i", "marks")
+
+    def __init__(self, table: BackendTable, worker: int) -> None:
+        self.w = table.w
+        self.i = worker * W_FIELDS + ERROR_UNTIL
+        self.marks = AddressMarks(table, worker)  # its name's addresses that refused
+
+    def until(self) -> float:
+        """Monotonic time (seconds) the backend is in error state until (0: not)."""
+        return self.w[self.i] / 1e6
+
+    def fail(self, retry: float) -> None:
+        self.w[self.i] = int((time.monotonic() + retry) * 1_000_000)
+
+
+class AddressMarks:
+    """One worker's addresses to avoid, as one process reads them (lock-free: one word
+    read per list; a list is decoded again only when its sequence word changed):
+    those its health checks took out, and those that refused a connection in any
+    child within ``retry``. Any worker thread."""
+
+    __slots__ = ("table", "worker", "k_hc", "k_down", "_hc", "_down")
+
+    def __init__(self, table: BackendTable, worker: int) -> None:
+        self.table = table
+        self.worker = worker
+        self.k_hc = worker * 2 * _LIST_WORDS
+        self.k_down = self.k_hc + _LIST_WORDS
+        self._hc: tuple[int, frozenset[tuple[str, int]]] = (0, frozenset())
+        self._down: tuple[int, dict[tuple[str, int], int], int] = (0, {}, 0)  # .., latest
+
+    def skipped(self) -> frozenset[tuple[str, int]]:
+        """The addresses the health checks took out."""
+        seen = self._hc
+        if self.table.hw[self.k_hc] == seen[0]:
+            return seen[1]
+        seq, addrs = self.table.hc_addresses(self.worker)
+        if addrs is None:  # being written: what we had
+            return seen[1]
+        self._hc = (seq, addrs)  # one attribute store: other threads see old or new
+        return addrs
+
+    def down(self) -> frozenset[tuple[str, int]] | None:
+        """The addresses that refused a connection and whose ``retry`` is not over."""
+        seen = self._down
+        if self.table.hw[self.k_down] != seen[0]:
+            seq, down = self.table.down_addresses(self.worker)
+            if down is not None:
+                seen = self._down = (seq, down, max(down.values(), default=0))
+        if not seen[2]:
+            return None
+        now = now_us()
+        if seen[2] <= now:  # all over (the list is pruned at the next failure)
+            return None
+        return frozenset(a for a, until in seen[1].items() if until > now)
+
+    def mark_down(self, sockaddr: tuple, retry: float) -> None:
+        self.table.mark_address_down(self.worker, sockaddr[0], sockaddr[1],
+                                     int((time.monotonic() + retry) * 1_000_000))
 
 
 class _Locked:

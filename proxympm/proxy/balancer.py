@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from proxympm.config.model import Balancer as BalancerConfig
 from proxympm.config.model import BalancerSettings, WorkerParams
 from proxympm.proxy import backend_table as bt
-from proxympm.proxy.backend_table import BackendTable, WorkerSpec, now_us
+from proxympm.proxy.backend_table import AddressMarks, BackendTable, ErrorState, WorkerSpec, now_us
 from proxympm.proxy.routing import Target, parse_target
 
 GONE_POLL = 0.25  # seconds between client checks while queued
@@ -77,7 +77,7 @@ class Member:
 
     __slots__ = ("target", "params", "name", "base_path", "weight", "lbset", "standby",
                  "spare", "stopped", "disabled", "draining", "ignore_errors", "max",
-                 "index", "bit", "table", "route")
+                 "index", "bit", "table", "route", "hc", "marks")
 
     def __init__(self, url: str, params: WorkerParams, table: BackendTable, index: int,
                  bit: int) -> None:
@@ -100,6 +100,8 @@ class Member:
         self.table = table
         self.index = index
         self.bit = bit  # 1 << position in the balancer, for exclusion masks
+        self.hc = bool(params.hcmethod)  # checked by the watchdog
+        self.marks = AddressMarks(table, index)  # addresses taken out / that refused
 
     def upstream_path(self, path: bytes) -> bytes:
         return self.base_path + path if self.base_path else path
@@ -563,7 +565,7 @@ class Balancers:
     """Every balancer of the configuration (and every capped plain backend), one
     object each, for one process; their state is in ``table``."""
 
-    __slots__ = ("_by_name", "table", "_workers")
+    __slots__ = ("_by_name", "table", "_workers", "_private")
 
     def __init__(self, configs: Iterable[BalancerConfig],
                  table: BackendTable | None = None) -> None:
@@ -574,6 +576,7 @@ class Balancers:
         self.table = table
         self._by_name = {c.name: Balancer(c, table=table) for c in configs}
         self._workers: dict[str, Balancer] = {}
+        self._private: dict[str, ErrorState] = {}
 
     def get(self, url: str) -> Balancer:
         """The balancer of a ``balancer://name[/path]`` URL; an undeclared one (a
@@ -597,26 +600,42 @@ class Balancers:
             found = self._workers[target.name] = Balancer(config, table=self.table)
         return found
 
+    def error_state(self, target: Target) -> ErrorState:
+        """Where a plain backend's error state is: its record in the shared table (a
+        private one-record table for a backend the arbiter did not know: unit tests)."""
+        table = self.table
+        group = table.groups.get(target.name)
+        if group is not None and table.specs[group.first].url == target.name:
+            return ErrorState(table, group.first)
+        found = self._private.get(target.name)
+        if found is None:
+            table = BackendTable([WorkerSpec(target.name, target.name, None, error_only=True)],
+                                 1, 1, shared_lock=False)
+            found = self._private[target.name] = ErrorState(table, 0)
+        return found
+
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_name.values())
 
 
-def capped_specs(hosts_routes: Iterable[tuple[str | None, WorkerParams]]) -> list[WorkerSpec]:
-    """The shared records for plain ``ProxyPass url max=N`` backends (one per backend
-    origin; the first route's ``max`` counts)."""
+def plain_specs(hosts_routes: Iterable[tuple[str | None, WorkerParams]]) -> list[WorkerSpec]:
+    """The shared records of plain ProxyPass backends: one per backend origin (its
+    server-wide error state; with ``max``, also its cap and queue: the first route
+    that gives a ``max`` sets it)."""
     seen: dict[str, WorkerSpec] = {}
     for url, params in hosts_routes:
-        if url is None or url[:11].lower() == "balancer://" or params.max is None:
+        if url is None or url[:11].lower() == "balancer://":
             continue
         name = parse_target(url).name
-        if name not in seen:
-            seen[name] = WorkerSpec(name, name, params.max)
+        spec = seen.get(name)
+        if spec is None or (spec.max is None and params.max is not None):
+            seen[name] = WorkerSpec(name, name, params.max, error_only=params.max is None)
     return list(seen.values())
 
 
 def table_for(config, slots: int, queue_capacity: int) -> BackendTable:  # type: ignore[no-untyped-def]
-    """Arbiter: the shared table for a configuration (balancers, then capped backends)."""
+    """Arbiter: the shared table for a configuration (balancers, then plain backends)."""
     specs = [s for b in config.balancers for s in specs_for(b)]
     routes = [(r.url, r.params) for h in config.all_hosts() for r in h.routes]
-    specs += capped_specs(routes)
+    specs += plain_specs(routes)
     return BackendTable(specs, slots, queue_capacity)

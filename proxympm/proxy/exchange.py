@@ -43,6 +43,7 @@ from proxympm.http.request import Headers, Request
 from proxympm.http.response import Response, read_response_head
 from proxympm.http.serialize import HeaderInjection, error_response
 from proxympm.proxy import upstream
+from proxympm.proxy.backend_table import AddressMarks
 from proxympm.proxy.balancer import Balancer, Member, Verdict, session_route
 from proxympm.proxy.header_rules import error_headers
 from proxympm.proxy.headers import upstream_request_head
@@ -204,8 +205,12 @@ class Exchange:
         wait = params.acquire or params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
         got = group.acquire(0, time.monotonic() + wait, _client_gone_probe(client))
         if isinstance(got, Verdict):
-            self.log.error("proxy", f"AH00940: {target.name}: no free slot (max="
-                           f"{params.max}) within {wait:g}s", peer)
+            if got.reason == "busy":
+                self.log.error("proxy", f"AH00940: {target.name}: no free slot (max="
+                               f"{params.max}) within {wait:g}s", peer)
+            else:
+                self.log.error("proxy", f"AH00940: HTTP: disabled connection for "
+                               f"({target.name})", peer)
             verdict = Verdict(got.reason, max(1, round(wait)) if got.reason == "busy"
                               else got.retry_after)
             return self._unavailable(client, req, body, target.name, verdict)
@@ -348,8 +353,9 @@ class Exchange:
                    if host_cfg.preserve_host and req.host else target.origin_host)
         state = self.pool.backend(target, f"{sni}|{id(ctx)}" if ctx is not None else "")
         addrs = self.resolver.address_set(target.host, target.port, target.srv)
-        now = time.monotonic()
-        if member is None and state.failed_until > now:
+        errors = target.errors
+        if errors is not None and errors.w[errors.i] > time.monotonic() * 1e6:
+            # in error state server-wide (another child may have found it so)
             self.log.error("proxy", f"AH00940: HTTP: disabled connection for ({target.name})",
                            peer)
             if resume is not None and resume.up is not None:
@@ -382,6 +388,11 @@ class Exchange:
             head = with_upgrade(head, switch)
         # A PROXY header binds the upstream connection to this client: never pooled.
         proxy_header = _proxy_header(params.proxyprotocol, client, peer)
+        # this worker's addresses that another request (in any child) found refusing,
+        # and those its health checks took out (never tried, unless all of them are)
+        marks = member.marks if member is not None else (
+            target.errors.marks if target.errors is not None else None)
+        skip = member.marks.skipped() if member is not None and member.hc else None
         attempts = 0
         started = time.monotonic()
         while True:
@@ -400,12 +411,16 @@ class Exchange:
             try:
                 if up is None:
                     # this request's address first, then fallbacks
-                    order = first if first is not None else addrs.order()
+                    if first is not None:
+                        order = first
+                    else:
+                        order = addrs.order(skip, marks.down() if marks is not None
+                                            and len(addrs.endpoints) > 1 else None)
                     if order and not params.disablereuse and proxy_header is None:
                         up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
                     reused = out.reused = up is not None
                     if up is None:
-                        up = self._connect(target, params, timeout, ctx, sni, order, addrs,
+                        up = self._connect(target, params, timeout, ctx, sni, order, marks,
                                            proxy_header)
                     flow.attach(up)
                     flow.send(head, body, body_parts, body_file, buffered, timeout)
@@ -429,8 +444,12 @@ class Exchange:
                     balancer is not None and balancer.settings.failontimeout
                     and exc.timeout and exc.phase == "read_head")
                 if mark and params.retry > 0:
-                    if member is None:
-                        state.failed_until = time.monotonic() + params.retry
+                    if member is None and target.capped is not None:
+                        # its cap's record: the queue learns it is down
+                        marked = target.capped.mark_failed(target.capped.members[0])
+                    elif member is None:
+                        if errors is not None:
+                            errors.fail(params.retry)
                         marked = True
                     else:
                         assert balancer is not None
@@ -503,11 +522,13 @@ class Exchange:
         sent; its ``order`` keeps the address picked for it) or with ``unsent`` bytes
         must go to a worker at once; otherwise wait for its upstream socket to be
         readable, then ``pump_inline``."""
-        state = self.pool.backend(target)
-        if state.failed_until > time.monotonic():
+        errors = target.errors
+        if errors is not None and errors.w[errors.i] > time.monotonic() * 1e6:
             return None  # the worker logs and answers 503
+        state = self.pool.backend(target)
         addrs = self.resolver.address_set(target.host, target.port, target.srv)
-        order = addrs.order()
+        order = addrs.order(None, errors.marks.down() if errors is not None
+                            and len(addrs.endpoints) > 1 else None)
         if not order:
             return None
         flow = _Flow(self, client, req, host_cfg, client_keepalive, True, addrs)
@@ -604,9 +625,10 @@ class Exchange:
 
     def _connect(self, target: Target, params: WorkerParams, timeout: float,
                  ctx: ssl.SSLContext | None, sni: str, order: Sequence[Endpoint],
-                 addrs: AddressSet, proxy_header: bytes | None = None) -> Upstream:
+                 marks: AddressMarks | None, proxy_header: bytes | None = None) -> Upstream:
         """A new connection: the first address of ``order`` that accepts one (an
-        address that refuses is skipped by the rotation for ``retry`` seconds)."""
+        address that refuses is offered last by every child's rotation for ``retry``
+        seconds)."""
         ctimeout = params.connectiontimeout or timeout
         if not order:
             raise UpstreamFailure("resolve", f"DNS lookup failure for: {target.host}")
@@ -617,8 +639,8 @@ class Exchange:
             except (TimeoutError, OSError) as exc:
                 last = ("connect timed out" if isinstance(exc, TimeoutError)
                         else exc.strerror or str(exc))
-                if len(order) > 1 and params.retry > 0:
-                    addrs.mark_down(ep.sockaddr, time.monotonic() + params.retry)
+                if len(order) > 1 and params.retry > 0 and marks is not None:
+                    marks.mark_down(ep.sockaddr, params.retry)
                 continue
             if params.keepalive:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

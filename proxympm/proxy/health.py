@@ -1,7 +1,7 @@
 """Active health checks (mod_proxy_hcheck), run by the watchdog process only.
 
 One asyncio task per checked member (``hcmethod`` set): every ``hcinterval`` it
-connects to the member (``TCP``: that is the check) or sends one
+connects to each address of the member (``TCP``: that is the check) or sends one
 ``GET``/``HEAD``/``OPTIONS`` for the member's path + ``hcuri`` and reads the status
 line. A check passes on 2xx/3xx, or, with ``hcexpr=NAME``, when the
 ``ProxyHCExpr NAME`` expression holds. After ``hcfails`` failed checks in a row the
@@ -126,8 +126,8 @@ class Check:
     index: int  # the member's record in the table
     name: str  # for logs
     scheme: str
-    host: str
-    port: int
+    host: str  # a host name, an IP literal, or an SRV name (``srv``)
+    port: int  # 0 for an SRV name: each target has its own
     method: str  # TCP | GET | HEAD | OPTIONS
     path: bytes
     host_header: bytes
@@ -136,48 +136,68 @@ class Check:
     fails: int
     timeout: float
     passes_if: StatusCheck
+    # https: the client context the member's proxied requests use (SSLProxyVerify,
+    # SSLProxyCACertificateFile, SSLProxyCheckPeerName ...), and the name they send
     tls: ssl.SSLContext | None = None
+    sni: str = ""
+    srv: bool = False
 
 
-async def probe(check: Check, addrs: list[tuple[int, tuple]]) -> int:
-    """One check: the status code, or a negative HC_RESULT_* on failure."""
-    last = bt.HC_RESULT_CONNECT
-    for family, addr in addrs or [(socket.AF_INET, (check.host, check.port))]:
+Target = tuple[int, tuple]  # (address family, socket address)
+
+
+async def probe(check: Check, family: int, addr: tuple) -> int:
+    """One check of one address: the status code, or a negative HC_RESULT_*."""
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(addr[0], addr[1], family=family, ssl=check.tls,
+                                    server_hostname=check.sni if check.tls else None),
+            check.timeout)
+    except TimeoutError:
+        return bt.HC_RESULT_TIMEOUT
+    except ssl.SSLError:  # an untrusted certificate too: the requests would fail alike
+        return bt.HC_RESULT_TLS
+    except OSError:
+        return bt.HC_RESULT_CONNECT
+    try:
+        if check.method == "TCP":
+            return 200
+        writer.write(b"%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: proxympm-hcheck\r\n"
+                     b"Connection: close\r\n\r\n"
+                     % (check.method.encode(), check.path, check.host_header))
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(addr[0], addr[1], family=family, ssl=check.tls,
-                                        server_hostname=check.host if check.tls else None),
-                check.timeout)
-        except (TimeoutError, OSError, ssl.SSLError):
-            continue
-        try:
-            if check.method == "TCP":
-                return 200
-            writer.write(b"%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: proxympm-hcheck\r\n"
-                         b"Connection: close\r\n\r\n"
-                         % (check.method.encode(), check.path, check.host_header))
-            try:
-                line = await asyncio.wait_for(reader.readline(), check.timeout)
-            except TimeoutError:
-                return bt.HC_RESULT_TIMEOUT
-            m = re.match(rb"HTTP/1\.[01] (\d{3})", line)
-            return int(m.group(1)) if m else bt.HC_RESULT_INVALID
-        except OSError:
-            last = bt.HC_RESULT_CONNECT
-        finally:
-            writer.close()
-    return last
+            line = await asyncio.wait_for(reader.readline(), check.timeout)
+        except TimeoutError:
+            return bt.HC_RESULT_TIMEOUT
+        m = re.match(rb"HTTP/1\.[01] (\d{3})", line)
+        return int(m.group(1)) if m else bt.HC_RESULT_INVALID
+    except OSError:
+        return bt.HC_RESULT_CONNECT
+    finally:
+        writer.close()
+
+
+def _shown(addr: tuple) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 class HealthChecker:
-    """The watchdog's health-check duty: one task per checked member."""
+    """The watchdog's health-check duty: one task per checked member.
+
+    Every address the member's name stands for (``resolve``: what the children's
+    resolver gives, A/AAAA records or SRV targets) is checked each interval, and
+    counts its own ``hcfails``/``hcpasses``: an address taken out is published in the
+    member's address list of the table, which children leave out of their rotation.
+    The member as a whole is taken out when no address passes for ``hcfails``
+    checks in a row, and back after ``hcpasses`` rounds in which one did."""
 
     def __init__(self, table: BackendTable, checks: list[Check],
-                 resolve: Callable[[str, int], list] | None = None,
+                 resolve: Callable[[Check], list[Target]] | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.table = table
         self.checks = checks
-        self.resolve = resolve or (lambda host, port: [])
+        self.resolve = resolve or (
+            lambda c: [(socket.AF_INET, (c.host, c.port))] if c.port else [])
         self.log = log or (lambda message: None)
 
     async def run(self) -> None:
@@ -185,26 +205,73 @@ class HealthChecker:
 
     async def _loop(self, check: Check) -> None:
         t = self.table
+        i = check.index
+        _, failed_before = t.hc_addresses(i)
+        # per address: [passes, fails, taken out]; what a previous watchdog took out stays
+        # out until it passes
+        state: dict[tuple[str, int], list[int]] = {
+            a: [0, 0, 1] for a in (failed_before or ())}
+        published = frozenset(failed_before or ())
         while True:
             started = time.monotonic()
-            result = await probe(check, self.resolve(check.host, check.port))
-            ok = result > 0 and check.passes_if(result)
-            i = check.index
-            t.set(i, bt.HC_LAST_RESULT, result)
-            t.set(i, bt.HC_LAST_WALL_MS, int(time.time() * 1000))
-            t.add(i, bt.HC_CHECKS, 1)
-            if ok:
-                t.set(i, bt.HC_FAILS, 0)
-                t.add(i, bt.HC_PASSES, 1)
-                if t.get(i, bt.HC_FAILED) and t.get(i, bt.HC_PASSES) >= check.passes:
-                    t.set(i, bt.HC_FAILED, 0)
-                    self.log(f"AH03251: Health check ENABLING {check.name} after "
-                             f"{check.passes} good checks")
-            else:
-                t.set(i, bt.HC_PASSES, 0)
-                t.add(i, bt.HC_FAILS, 1)
-                if not t.get(i, bt.HC_FAILED) and t.get(i, bt.HC_FAILS) >= check.fails:
-                    t.set(i, bt.HC_FAILED, 1)
-                    self.log(f"AH03251: Health check DISABLING {check.name} after "
-                             f"{check.fails} failed checks (last result {result})")
+            targets = self.resolve(check)
+            results = await asyncio.gather(*(probe(check, f, a) for f, a in targets))
+            several = len(targets) > 1
+            best = bt.HC_RESULT_CONNECT
+            ok = False
+            listed = set()
+            for (_, addr), result in zip(targets, results, strict=True):
+                key = (addr[0], addr[1])
+                listed.add(key)
+                good = result > 0 and check.passes_if(result)
+                if good and not ok:
+                    ok, best = True, result
+                elif not ok:
+                    best = result
+                s = state.setdefault(key, [0, 0, 0])
+                if good:
+                    s[0], s[1] = s[0] + 1, 0
+                    if s[2] and s[0] >= check.passes:
+                        s[2] = 0
+                        if several:
+                            self.log(f"AH03251: Health check ENABLING {_shown(key)} of "
+                                     f"{check.name} after {check.passes} good checks")
+                else:
+                    s[0], s[1] = 0, s[1] + 1
+                    if not s[2] and s[1] >= check.fails:
+                        s[2] = 1
+                        if several:
+                            self.log(f"AH03251: Health check DISABLING {_shown(key)} of "
+                                     f"{check.name} after {check.fails} failed checks "
+                                     f"(last result {result})")
+            for key in [k for k in state if k not in listed]:
+                del state[key]  # no longer one of the name's addresses
+            out = frozenset(k for k, s in state.items() if s[2])
+            if out != published:
+                if not t.set_hc_addresses(i, out):
+                    self.log(f"AH03251: {check.name}: too many addresses taken out to "
+                             "publish them all; the rest stay in use")
+                published = out
+            self._member(check, best, ok)
             await asyncio.sleep(max(0.0, check.interval - (time.monotonic() - started)))
+
+    def _member(self, check: Check, result: int, ok: bool) -> None:
+        t = self.table
+        i = check.index
+        t.set(i, bt.HC_LAST_RESULT, result)
+        t.set(i, bt.HC_LAST_WALL_MS, int(time.time() * 1000))
+        t.add(i, bt.HC_CHECKS, 1)
+        if ok:
+            t.set(i, bt.HC_FAILS, 0)
+            t.add(i, bt.HC_PASSES, 1)
+            if t.get(i, bt.HC_FAILED) and t.get(i, bt.HC_PASSES) >= check.passes:
+                t.set(i, bt.HC_FAILED, 0)
+                self.log(f"AH03251: Health check ENABLING {check.name} after "
+                         f"{check.passes} good checks")
+        else:
+            t.set(i, bt.HC_PASSES, 0)
+            t.add(i, bt.HC_FAILS, 1)
+            if not t.get(i, bt.HC_FAILED) and t.get(i, bt.HC_FAILS) >= check.fails:
+                t.set(i, bt.HC_FAILED, 1)
+                self.log(f"AH03251: Health check DISABLING {check.name} after "
+                         f"{check.fails} failed checks (last result {result})")

@@ -47,13 +47,13 @@ class Upstream:
 
 
 class BackendState:
-    """Per-backend health as seen by this child (error state for ``retry``)."""
+    """One backend origin's idle connections in this child (its error state is
+    server-wide: ``Target.errors``)."""
 
-    __slots__ = ("target", "failed_until", "lock", "idle")
+    __slots__ = ("target", "lock", "idle")
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.failed_until = 0.0
         self.lock = threading.Lock()
         self.idle: list[Upstream] = []
 

@@ -30,10 +30,12 @@ Why a thread in every child rather than DESIGN.md's watchdog process: there is n
 shared backend table yet to publish variable-length address sets into, and a
 child's own view keeps its pools and its rotation consistent without any
 cross-process state. The cost is one small query per name per TTL per child.
-When the watchdog and the shared table exist, the refresh loop can move there and
-``AddressSet.replace`` becomes the reader of that table; the workers' side stays.
+The watchdog runs one more ``Resolver`` for the members it health-checks, so it
+checks the addresses the children use. What is shared between children is per
+address state, not the answers: the addresses that refused a connection and those
+the checks took out (``backend_table``'s address lists, passed to ``order``).
 
-Thread model: ``AddressSet.order``, ``mark_down`` and ``listed`` run in worker
+Thread model: ``AddressSet.order`` and ``listed`` run in worker
 threads; ``AddressSet.replace`` and everything named ``_refresh``/``_lookup`` run in
 the ``dns`` thread. An AddressSet's mutable state is guarded by its own lock (held
 for a short list walk); ``endpoints`` and the listed set are immutable tuples and
@@ -95,28 +97,34 @@ class AddressSet:
     down, a smooth weighted round robin pick (plain round robin for A/AAAA records),
     then the rest of the usable ones by priority, then those marked down."""
 
-    __slots__ = ("label", "endpoints", "_listed", "_lock", "_credit", "_down")
+    __slots__ = ("label", "endpoints", "_listed", "_lock", "_credit")
 
     def __init__(self, label: str, endpoints: Iterable[Endpoint] = ()) -> None:
         self.label = label
         self._lock = threading.Lock()
         self._credit: dict[tuple, int] = {}
-        self._down: dict[tuple, float] = {}
         self.endpoints: tuple[Endpoint, ...] = ()
         self._listed: frozenset[tuple] = frozenset()
         self.replace(endpoints)
 
     # -- worker threads ------------------------------------------------------------
 
-    def order(self, now: float | None = None) -> Sequence[Endpoint]:
+    def order(self, skip: frozenset[tuple[str, int]] | None = None,
+              down: frozenset[tuple[str, int]] | None = None) -> Sequence[Endpoint]:
+        """``skip``: (ip, port) addresses the health checks took out, left out
+        altogether unless that would leave none; ``down``: addresses that refused a
+        connection within ``retry`` (server-wide, ``backend_table.AddressMarks``),
+        offered last."""
         eps = self.endpoints
         if len(eps) <= 1:
             return eps
-        now = time.monotonic() if now is None else now
         with self._lock:
             eps = self.endpoints
-            down = self._down
-            usable = [e for e in eps if down.get(e.sockaddr, 0.0) <= now] if down else list(eps)
+            if skip:
+                eps = tuple(e for e in eps if e.sockaddr[:2] not in skip) or eps
+                if len(eps) == 1:
+                    return eps
+            usable = [e for e in eps if e.sockaddr[:2] not in down] if down else list(eps)
             pool = usable or list(eps)  # all down: try them all anyway
             top = min(e.priority for e in pool)
             chosen = self._pick([e for e in pool if e.priority == top])
@@ -143,12 +151,6 @@ class AddressSet:
         credit[best.sockaddr] = best_credit - sum(weights)
         return best
 
-    def mark_down(self, sockaddr: tuple, until: float) -> None:
-        """A connection to ``sockaddr`` failed: prefer the others until ``until``."""
-        with self._lock:
-            if sockaddr in self._listed:
-                self._down[sockaddr] = until
-
     def listed(self, sockaddr: tuple | None) -> bool:
         """Is ``sockaddr`` still one of the addresses (lock-free: a frozenset read)?"""
         return sockaddr in self._listed
@@ -163,9 +165,8 @@ class AddressSet:
             old = self._listed
             self.endpoints = new
             self._listed = listed
-            for table in (self._credit, self._down):
-                for key in [k for k in table if k not in listed]:
-                    del table[key]
+            for key in [k for k in self._credit if k not in listed]:
+                del self._credit[key]
         return [a for a in old if a not in listed]
 
 

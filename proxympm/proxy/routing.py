@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from proxympm.config.model import Access, HandlerLocation, HostConfig, ProxyRoute, WorkerParams
 
 if TYPE_CHECKING:
+    from proxympm.proxy.backend_table import ErrorState
     from proxympm.proxy.balancer import Balancer, Balancers
 
 
@@ -36,6 +37,8 @@ class Target:
     websocket: bool = False
     # a plain route with max=N: the one-member group that enforces it server-wide
     capped: Balancer | None = field(default=None, compare=False)
+    # a plain route: its server-wide error state (``retry``), in the backend table
+    errors: ErrorState | None = field(default=None, compare=False)
 
     @property
     def origin_host(self) -> str:
@@ -165,17 +168,16 @@ class Router:
 
     @staticmethod
     def _target(url: str, params: WorkerParams, balancers: Balancers | None) -> Target:
-        if url[:11].lower() != "balancer://":
-            target = parse_target(url)
-            if params.max is not None and balancers is not None:
-                from dataclasses import replace
-
-                target = replace(target, capped=balancers.capped(target, params))
-            return target
         if balancers is None:
             from proxympm.proxy.balancer import Balancers
 
             balancers = Balancers(())
+        if url[:11].lower() != "balancer://":
+            from dataclasses import replace
+
+            target = parse_target(url)
+            return replace(target, capped=balancers.capped(target, params),
+                           errors=balancers.error_state(target))
         return balancer_target(url, balancers.get(url))
 
     def backends(self) -> Iterator[Target]:

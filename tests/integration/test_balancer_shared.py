@@ -194,6 +194,54 @@ ProxyPass /short/ http://127.0.0.1:{b}/ max=1 acquire=300
     assert r.status_code == 503 and r.headers["Retry-After"] == "1"
 
 
+def test_plain_proxypass_error_state_is_server_wide(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    free_port: Callable[[], int],
+) -> None:
+    """One child finds a plain backend refusing: the other child answers 503 at once,
+    without a connection attempt (a listener on that port would have seen one), until
+    ``retry`` is over; then it is tried again."""
+    dead, retry = free_port(), 4
+    proxy = proxympm(TWO_CHILDREN + """
+ProxyPass /dead/ http://127.0.0.1:{dead}/ retry=4
+ProxyPass /capped/ http://127.0.0.1:{dead2}/ retry=4 max=2
+""", dead=dead, dead2=free_port(), wait_children=2)
+    t0 = time.monotonic()
+    assert requests.get(f"{proxy.url}/dead/first", timeout=10).status_code == 503
+    revived = backend_factory("revived", port=dead)  # from now on a connect would be seen
+    first = None
+    pids: dict[str, set[str]] = {}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for i in range(10):  # rounds of concurrent connections, until both children served
+            codes = list(pool.map(lambda k: requests.get(f"{proxy.url}/dead/{k}",
+                                                         timeout=10).status_code,
+                                  range(i * 8, i * 8 + 8)))
+            assert codes == [503] * 8
+            for line in proxy.access_log().splitlines():
+                pid, status, path = line.split()
+                if path.startswith("/dead/"):
+                    pids.setdefault(pid, set()).add(status)
+                    if path == "/dead/first":
+                        first = pid
+            if len(pids) == 2:
+                break
+    assert first is not None and len(pids) == 2, f"one child served them all: {pids}"
+    assert time.monotonic() - t0 < retry - 0.5, "test too slow to check the retry window"
+    assert revived.connections_accepted == 0, "a child connected during the retry window"
+    log = proxy.error_log()
+    assert len(re.findall(rf"failed to make connection to backend: http://127.0.0.1:{dead}",
+                          log)) == 1, log
+    # the same for a capped plain backend (its record also holds its max)
+    for i in range(2):
+        assert requests.get(f"{proxy.url}/capped/{i}", timeout=10).status_code == 503
+    proxy.wait_for_log("error", r"disabled connection for \(http://127.0.0.1:\d+\)")
+    assert len(re.findall(r"failed to make connection", proxy.error_log())) == 2
+    time.sleep(max(0.0, t0 + retry + 0.3 - time.monotonic()))
+    r = requests.get(f"{proxy.url}/dead/later", timeout=10)
+    assert r.status_code == 200 and r.json()["backend"] == "revived"
+    assert revived.connections_accepted == 1
+
+
 def test_a_graceful_restart_keeps_max_server_wide(
     proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
 ) -> None:

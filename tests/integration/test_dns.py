@@ -8,6 +8,7 @@ each answer can be told apart; all TTLs are 1 s and ceilings a few seconds."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -265,3 +266,84 @@ ProxyPass "/" "http://app.test:{p}/" flushpackets=on
             received += len(data)
     _until(lambda: b2.open_connections == 0, 5,
            "the connection to the removed address closed after its stream")
+
+
+def test_health_checks_take_out_one_srv_target_and_bring_it_back(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    """The watchdog resolves the SRV name as the children do and checks each target:
+    one that fails its checks gets no client request from any child until it has
+    passed ``hcpasses`` checks again; the member stays in (its other target is fine)."""
+    t1 = backend_factory("t1", host="127.0.0.2", port=free_port())
+    t2 = backend_factory("t2", host="127.0.0.3", port=free_port())
+    t2.health_status = 503
+    srv = "_http._tcp.hc.test"
+    dns = dnsmasq({"t1.test": ["127.0.0.2"], "t2.test": ["127.0.0.3"]},
+                  srv=(f"{srv},t1.test,{t1.port},0,1", f"{srv},t2.test,{t2.port},0,1"))
+    proxy = proxympm("""
+StartServers 2
+ServerLimit 2
+ThreadsPerChild 4
+MaxRequestWorkers 8
+ProxyDNSServers {dns}
+<Proxy "balancer://k8s">
+    BalancerMember "http://_http._tcp.hc.test" srv=on hcmethod=GET hcuri=/health \\
+        hcinterval=200ms hcfails=1 hcpasses=2
+</Proxy>
+ProxyPass "/" "balancer://k8s/"
+""", dns=dns.server, wait_children=3)
+    proxy.wait_for_log("error", rf"DISABLING 127.0.0.3:{t2.port} of "
+                       rf"http://_http._tcp.hc.test after 1 failed checks \(last result 503\)")
+    seen = Counter(requests.get(f"{proxy.url}/n{i}", timeout=10).json()["backend"]
+                   for i in range(20))
+    assert seen == {"t1": 20}
+    assert not [q for q in t2.requests if q.path != "/health"], "t2 served a client"
+    assert "DISABLING http://_http._tcp.hc.test" not in proxy.error_log()
+    t2.health_status = 200
+    proxy.wait_for_log("error", rf"ENABLING 127.0.0.3:{t2.port} of "
+                       r"http://_http._tcp.hc.test after 2 good checks")
+    seen = Counter(requests.get(f"{proxy.url}/m{i}", timeout=10).json()["backend"]
+                   for i in range(20))
+    assert seen["t2"] >= 5, seen
+
+
+def test_an_address_that_refused_in_one_child_is_avoided_by_the_other(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    """A name with two addresses, one refusing: once one child has found it so, the
+    other child does not try it either (a listener started there meanwhile sees no
+    connection) until ``retry`` is over."""
+    port = free_port()
+    (b2,) = _backends(backend_factory, "127.0.0.2", port=port)
+    dns = dnsmasq({"app.test": ["127.0.0.2", "127.0.0.3"]}, ttl=60)
+    proxy = proxympm("""
+StartServers 2
+ServerLimit 2
+ThreadsPerChild 8
+MaxRequestWorkers 16
+LogFormat "%P %>s %U" pids
+CustomLog {access_log} pids
+ProxyDNSServers {dns}
+ProxyPass "/" "http://app.test:{p}/" retry=4
+""", dns=dns.server, p=port, wait_children=2)
+    t0 = time.monotonic()
+    with requests.Session() as s:  # one connection, one child: its rotation tries both
+        assert _who(s, proxy.url, 2) == ["b2", "b2"]
+    (b3,) = _backends(backend_factory, "127.0.0.3", port=port)  # a connect would be seen
+    served: Counter[str] = Counter()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for i in range(10):  # rounds of new connections, until the other child served 2
+            got = list(pool.map(lambda k: requests.get(f"{proxy.url}/r{k}", timeout=10),
+                                range(i * 8, i * 8 + 8)))
+            assert {r.json()["backend"] for r in got} == {"b2"}
+            served = Counter(line.split()[0] for line in proxy.access_log().splitlines())
+            if len(served) == 2 and min(served.values()) >= 2:
+                break
+    assert len(served) == 2 and min(served.values()) >= 2, f"a child served too few: {served}"
+    assert time.monotonic() - t0 < 3.5, "test too slow to check the retry window"
+    assert b3.connections_accepted == 0, "a child tried the address another found refusing"
+    time.sleep(max(0.0, t0 + 4.3 - time.monotonic()))
+    with requests.Session() as s:
+        assert "b3" in _who(s, proxy.url, 4)

@@ -3,6 +3,7 @@ connections, client certificates, and plain-HTTP name-based virtual hosts."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,3 +106,38 @@ def test_name_based_virtual_hosts_on_plain_http(
     assert served_by("two.test") == "B"
     assert served_by("www.two.test:8080") == "B"
     assert served_by("unknown.test") == "A"  # the first vhost for the address
+
+
+def test_https_health_checks_trust_what_requests_trust(
+        proxympm: Callable[..., Proxy], certs, tmp_path: Path) -> None:
+    """A member whose certificate the proxy would refuse for requests fails its health
+    checks and is taken out; a trusted one passes and serves."""
+    other = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    other_cert, other_key = tmp_path / "other.pem", tmp_path / "other-key.pem"
+    other.private_key_pem.write_to_path(str(other_key))
+    with open(other_cert, "wb") as f:
+        for blob in other.cert_chain_pems:
+            f.write(blob.bytes())
+    with TLSServer(certs.cert_pem, certs.key_pem, mode="http") as good, \
+            TLSServer(other_cert, other_key, mode="http") as bad:
+        proxy = proxympm("""
+SSLProxyEngine on
+SSLProxyCACertificateFile {ca}
+<Proxy "balancer://tls">
+    BalancerMember "https://localhost:{good}" hcmethod=GET hcinterval=200ms hcfails=1
+    BalancerMember "https://localhost:{bad}" hcmethod=GET hcinterval=200ms hcfails=1
+</Proxy>
+ProxyPass "/" "balancer://tls/"
+""", good=good.port, bad=bad.port, ca=certs.ca_pem, wait_children=2)
+        proxy.wait_for_log("error", rf"DISABLING https://localhost:{bad.port} after 1 "
+                           r"failed checks \(last result -4\)")
+        checked = good.handshakes
+        for i in range(6):
+            r = requests.get(f"{proxy.url}/x{i}", timeout=10)
+            assert r.status_code == 200 and r.text == "tls backend, sni=localhost\n"
+        deadline = time.monotonic() + 5
+        while good.handshakes < checked + 3:  # a few more checks (and the requests)
+            assert time.monotonic() < deadline, "the trusted member is not checked"
+            time.sleep(0.05)
+        assert bad.handshakes == 0, "a TLS session with the untrusted member"
+        assert f"DISABLING https://localhost:{good.port}" not in proxy.error_log()

@@ -14,7 +14,14 @@ from proxympm.config.model import Balancer as BalancerConfig
 from proxympm.config.model import BalancerMember, BalancerSettings, WorkerParams
 from proxympm.proxy import backend_table as bt
 from proxympm.proxy.backend_table import BackendTable, make_wake_pipes
-from proxympm.proxy.balancer import Balancer, Member, Verdict, session_route, specs_for
+from proxympm.proxy.balancer import (
+    Balancer,
+    Member,
+    Verdict,
+    plain_specs,
+    session_route,
+    specs_for,
+)
 from proxympm.proxy.health import default_check, parse_hc_expr
 
 
@@ -160,6 +167,73 @@ def test_hc_expressions() -> None:
                 "%{REQUEST_STATUS} == /x/", "(%{REQUEST_STATUS} == 200)"):
         with pytest.raises(ValueError):
             parse_hc_expr(bad)
+
+
+def test_addresses_taken_out_by_health_checks_reach_members_of_another_process() -> None:
+    b = make([{"hcmethod": "GET"}, {}])
+    member = b.members[0]
+    assert member.hc and not b.members[1].hc
+    assert member.marks.skipped() == frozenset()
+    pid = os.fork()
+    if pid == 0:  # the watchdog's side: publish, then exit
+        ok = b.table.set_hc_addresses(member.index, [("10.0.0.2", 80), ("fd00::1", 8080)])
+        os._exit(0 if ok else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert member.marks.skipped() == {("10.0.0.2", 80), ("fd00::1", 8080)}
+    assert member.marks.skipped() is member.marks.skipped()  # decoded once per change
+    assert b.table.hc_addresses(b.members[1].index)[1] == frozenset()
+    # a list that does not fit is cut, and says so (the rest stay in use)
+    many = [(f"10.0.{i // 250}.{i % 250}", 80) for i in range(200)]
+    assert not b.table.set_hc_addresses(member.index, many)
+    assert 0 < len(member.marks.skipped()) < 200
+    # a restart with a new table keeps what the checks took out
+    again = BackendTable(b.table.specs, 1, 4, shared_lock=False)
+    again.carry_over(b.table)
+    assert again.hc_addresses(member.index)[1] == member.marks.skipped()
+    b.table.set_hc_addresses(member.index, [])
+    assert member.marks.skipped() == frozenset()
+
+
+def test_an_address_that_refused_in_one_process_is_down_in_another_until_retry() -> None:
+    b = make([{}, {}])
+    marks, other = b.members[0].marks, b.members[1].marks
+    assert marks.down() is None
+    pid = os.fork()
+    if pid == 0:  # another child found two addresses refusing
+        marks.mark_down(("10.0.0.2", 80), 0.3)
+        marks.mark_down(("fd00::2", 80, 0, 0), 30)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert marks.down() == {("10.0.0.2", 80), ("fd00::2", 80)}
+    assert other.down() is None
+    deadline = time.monotonic() + 5
+    while marks.down() != {("fd00::2", 80)}:  # its retry is over
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    marks.mark_down(("10.0.0.3", 80), 30)  # the next mark prunes what is over
+    assert b.table.down_addresses(b.members[0].index)[1].keys() == {("fd00::2", 80),
+                                                                    ("10.0.0.3", 80)}
+    again = BackendTable(b.table.specs, 1, 4, shared_lock=False)  # a restart's new table
+    again.carry_over(b.table)
+    assert bt.AddressMarks(again, b.members[0].index).down() == {("fd00::2", 80),
+                                                                 ("10.0.0.3", 80)}
+
+
+def test_every_plain_backend_has_one_error_state_record() -> None:
+    routes = [("http://a:1/x", WorkerParams()), ("http://a:1/y", WorkerParams(max=3)),
+              ("http://b:2/", WorkerParams()), ("balancer://c/", WorkerParams()), (None,
+                                                                                  WorkerParams())]
+    specs = plain_specs(routes)
+    assert [(s.url, s.max, s.error_only) for s in specs] == [
+        ("http://a:1", 3, False), ("http://b:2", None, True)]
+    table = BackendTable(specs, 2, 4, shared_lock=False)
+    errors = bt.ErrorState(table, table.index("http://b:2", "http://b:2"))
+    errors.fail(5)
+    assert 4 < errors.until() - time.monotonic() <= 5
+    assert [s["member"] for s in table.snapshot()] == ["http://a:1"]  # b: error state only
+    again = BackendTable(specs, 2, 4, shared_lock=False)
+    again.carry_over(table)
+    assert again.get(1, bt.ERROR_UNTIL) == table.get(1, bt.ERROR_UNTIL)
 
 
 def test_queue_is_server_wide_between_two_processes() -> None:

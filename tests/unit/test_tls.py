@@ -179,7 +179,7 @@ def test_ssl_proxy_directives_not_allowed_in_location(load: Load, tmp_path: Path
 
 def test_reference_documents_the_require_default() -> None:
     text = render()
-    section = text[text.index("SSLProxyVerify"):]
+    section = text[text.index("### SSLProxyVerify"):]
     assert "require" in section.split("\n\n")[0] or "`require`" in section[:2000]
     assert "httpd's is `none`" in section[:3000]
 

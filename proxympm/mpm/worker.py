@@ -153,7 +153,7 @@ class Worker:
                                f"configuration: {req.path.decode('latin-1')}", client)
                 out = Outcome(error=403)
             elif match[0].target is None:
-                out = self._handle(match[0], req, keepalive)
+                out = self._handle(match[0], req, keepalive and body.done)
             else:
                 route, upstream_path = match
                 if asterisk:
@@ -205,10 +205,12 @@ class Worker:
         assert req is not None and body is not None
         rules = conn.rules
         score = self.score
-        close = not out.client_keepalive or not keepalive
+        # a request body left unread (a refused request's, a handler's) is never
+        # parsed as a next request: close (lingering) instead
+        close = not out.client_keepalive or not keepalive or not body.done
         if out.error:
             out.status = out.error
-            close = close or out.error in DROPS_CONNECTION or not body.done
+            close = close or out.error in DROPS_CONNECTION
             extra = (header_rules.error_headers(rules.always, conn.rule_env(), req.headers)
                      if rules is not None and rules.always else None)
             conn.out = error_response(out.error, close=close, extra=extra,

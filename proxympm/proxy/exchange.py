@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxympm.config.model import HostConfig, WorkerParams
+from proxympm.config.model import HostConfig, ReadStage, WorkerParams
 from proxympm.http.body import BodyDecoder
 from proxympm.http.errors import HTTPError
 from proxympm.http.proxy_protocol import build_v1, build_v2
@@ -81,6 +81,7 @@ class ClientSide(Protocol):
     def send_all(self, data: bytes | memoryview, timeout: float) -> None: ...
     def send_some(self, data: bytes) -> bytes: ...
     def recv_more(self, timeout: float, size: int = 65536) -> bool: ...
+    def recv_body(self, stage: ReadStage, timeout: float) -> bool: ...
     def wait_writable(self, timeout: float) -> None: ...
 
 
@@ -782,7 +783,10 @@ class _Flow:
                         self.send_duplex(sock, frame(data), timeout, self._early)
                     if body.done:
                         break
-                    if not self.client.recv_more(timeout):
+                    # the client's pace: RequestReadTimeout's body stage (408),
+                    # else Timeout per read, as httpd; ProxyTimeout is the upstream's
+                    if not self.client.recv_body(self.host_cfg.read_timeout.body,
+                                                 self.host_cfg.timeout):
                         body.eof()
                 if chunked:
                     self.send_duplex(sock, b"0\r\n\r\n", timeout, self._early)

@@ -125,6 +125,7 @@ class Child:
             error_log=self.error_log,
             wants_buffering=self._wants_buffering,
             will_forward=self._will_forward,
+            client_of=self._client_of,
         )
         server_name = (config.main.server_name or socket.gethostname()).encode("ascii", "replace")
         self.stats = self._backend_stats()
@@ -181,7 +182,7 @@ class Child:
     def _request_error(self, exc: HTTPError, conn: Connection) -> None:
         """Listener thread: a request it answered itself (400, 408, 413 ...): logged,
         and counted in the scoreboard as an access, as httpd counts it."""
-        log_request_error(self.access_logs, self.error_log, exc, conn)
+        log_request_error(self.access_logs, self.error_log, exc, conn, self._client_of(conn))
         if self.scoreboard is None:
             return
         # a worker thread, for a bad request pipelined behind one it served: its own
@@ -219,12 +220,24 @@ class Child:
         if match is None or match[0].target is None:
             return False
         access = match[0].access
-        if access is None:
-            return True
-        ip = conn.peer[0]
-        if host.remote_ip_header:  # believe() on a copy: the worker applies it for real
-            ip = believe(host, conn.peer, _HeadersOnly(req.headers)).ip
-        return access.allows(ip, conn.local[0])
+        return access is None or access.allows(self._client_of(conn)[0], conn.local[0])
+
+    def _client_of(self, conn: Connection) -> tuple[str, int]:
+        """Listener thread (or the worker owning ``conn``): the client a line about
+        the current request names, as the worker's lines do: the one mod_remoteip
+        believes once the head is parsed, the TCP peer before. Kept on the
+        connection for the rest of this request (the worker sets it anew)."""
+        if conn.client_addr is not None:
+            return conn.client
+        req = conn.request
+        if req is None:
+            return conn.peer
+        host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
+        if not host.remote_ip_header:
+            return conn.peer
+        # believe() on a copy of the fields: the worker applies it to the request
+        conn.client_addr = believe(host, conn.peer, _HeadersOnly(req.headers))
+        return conn.client
 
     def _open_access_logs(self) -> dict[int, list[AccessLog]]:
         shared: dict[tuple[str, str], AccessLog] = {}

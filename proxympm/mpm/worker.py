@@ -89,7 +89,7 @@ class Worker:
                 self.serve(conn)
             except Exception:  # noqa: BLE001 - one bad request must not kill the worker
                 self.log.error("mpm", "AH00000: worker failed: "
-                               + traceback.format_exc().replace("\n", " | "), conn.peer)
+                               + traceback.format_exc().replace("\n", " | "), conn.client)
                 self.listener.close(conn)
             finally:
                 self.done += 1
@@ -334,13 +334,16 @@ def body_size(conn: Connection) -> int:
 
 
 def log_request_error(logs: dict[int, list[AccessLog]], error_log: ErrorLog,
-                      exc: HTTPError, conn: Connection) -> None:
-    """Listener thread: an error answered before any worker saw the request."""
-    error_log.info("core", f"AH00567: request failed: {exc.detail}", conn.peer)
+                      exc: HTTPError, conn: Connection,
+                      client: tuple[str, int] | None = None) -> None:
+    """Listener thread: an error answered before any worker saw the request.
+    ``client``: the one mod_remoteip believes, if the head was parsed."""
+    client = client or conn.peer
+    error_log.info("core", f"AH00567: request failed: {exc.detail}", client)
     host = conn.host_cfg
     for log in logs.get(id(host), ()):
         rec = AccessRecord(
-            remote_addr=conn.peer[0], remote_port=conn.peer[1], peer_addr=conn.peer[0],
+            remote_addr=client[0], remote_port=conn.peer[1], peer_addr=conn.peer[0],
             local_addr=conn.local[0], local_port=conn.local[1],
             request_line=b"-", status=exc.status, start=time.time(),
             server_name=host.server_name or "", server_port=conn.local[1], conn_status="-",

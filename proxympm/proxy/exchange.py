@@ -396,11 +396,13 @@ class Exchange:
         skip = member.marks.skipped() if member is not None and member.hc else None
         attempts = 0
         started = time.monotonic()
+        after_refusal: Sequence[Endpoint] | None = None  # see _refused_after_header
         while True:
             attempts += 1
             up: Upstream | None = None
             reused = False
-            first: Sequence[Endpoint] | None = None
+            first, after_refusal = after_refusal, None
+            order: Sequence[Endpoint] = ()
             if resume is not None:  # begun by the listener (sent, if it has ``up``)
                 flow, resume = resume, None
                 up = flow.up
@@ -435,13 +437,25 @@ class Exchange:
             except UpstreamFailure as exc:
                 if up is not None:
                     up.sock.close()
+                refused = (proxy_header is not None and up is not None
+                           and exc.phase in ("send", "read_head") and exc.before_response
+                           and not exc.timeout)
+                if refused:
+                    assert up is not None
+                    left = self._refused_after_header(up, order, params, marks, exc, peer)
+                    if replayable:
+                        if left:
+                            after_refusal = left
+                            continue
+                        exc = UpstreamFailure("connect", f"{exc.reason} after the PROXY "
+                                              "header", refused=True)
                 decision = classify(exc, reused, replayable)
                 if decision.retry_fresh and attempts == 1:
                     self.log.info("proxy", f"reused connection to {target.name} failed "
                                   f"({exc.reason}); retrying on a fresh one", peer)
                     continue
                 self._log_failure(exc, target, peer)
-                mark = decision.mark_failed or (
+                mark = decision.mark_failed or refused or (
                     balancer is not None and balancer.settings.failontimeout
                     and exc.timeout and exc.phase == "read_head")
                 if mark and params.retry > 0:
@@ -648,10 +662,12 @@ class Exchange:
             if proxy_header is not None:  # before TLS: the peer reads it off the raw socket
                 try:
                     upstream.send_duplex(sock, proxy_header, ctimeout, lambda: None)
-                except (OSError, TimeoutError) as exc:
+                except (OSError, TimeoutError) as exc:  # as a failed connect: next address
                     sock.close()
-                    raise UpstreamFailure("connect", f"sending the PROXY header: {exc}",
-                                          timeout=isinstance(exc, TimeoutError)) from None
+                    last = f"sending the PROXY header: {exc}"
+                    if len(order) > 1 and params.retry > 0 and marks is not None:
+                        marks.mark_down(ep.sockaddr, params.retry)
+                    continue
             if ctx is not None:
                 try:
                     sock = upstream.handshake(sock, ctx, sni, ctimeout)
@@ -665,6 +681,24 @@ class Exchange:
                                           timeout=True) from None
             return Upstream(sock, target, addr=ep.sockaddr)
         raise UpstreamFailure("connect", last, refused=True)
+
+    def _refused_after_header(self, up: Upstream, order: Sequence[Endpoint],
+                              params: WorkerParams, marks: AddressMarks | None,
+                              exc: UpstreamFailure,
+                              peer: tuple[str, int]) -> Sequence[Endpoint]:
+        """A connection opened with a PROXY header was reset or closed before any
+        answer: the backend refused it (a header, or a source address, it does not
+        accept), as one refuses a connect. Its address is avoided for ``retry``, as a
+        refused one is (``_connect``); returns the addresses after it in ``order``,
+        which an idempotent request goes on to."""
+        self.log.error("proxy", f"AH01114: HTTP: failed to make connection to backend: "
+                       f"{up.target.name} ({exc.reason} after the PROXY header)", peer)
+        if len(order) > 1 and params.retry > 0 and marks is not None:
+            marks.mark_down(up.addr, params.retry)
+        for i, ep in enumerate(order):
+            if ep.sockaddr == up.addr:
+                return order[i + 1:]
+        return ()
 
     def client_base(self, client: ClientSide, req: Request) -> bytes:
         """``scheme://host`` as the client addressed us (for ProxyPassReverse)."""

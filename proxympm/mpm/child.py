@@ -151,6 +151,9 @@ class Child:
         if scoreboard is not None:  # the listener's inline requests count in its words
             self.listener.inline.count_inline = (
                 lambda sent: scoreboard.count_rejected(slot, sent))
+            # and so do the bytes it relays after a tunnel or stream hand-off
+            self.listener.tunnels.count_sent = (
+                lambda sent: scoreboard.count_listener_bytes(slot, sent))
 
     def _backend_stats(self) -> BackendStats | None:
         """Per-backend counters, one row per backend, balancer member and balancer,

@@ -482,6 +482,12 @@ class Exchange:
                 if up is not None:
                     up.sock.close()
                 self.log.info("proxy", f"client request body broken: {exc.detail}", peer)
+                if flow.relay is not None and flow.relay.sent_any:
+                    # the upstream's early answer is on the wire already: it cannot
+                    # become ours, the connection is cut (httpd: once sent, it stays)
+                    flow._fill(out)
+                    out.aborted = True
+                    return out, False
                 out.error = exc.status
                 return out, False
             except (HTTPError, HeaderInjection) as exc:  # invalid response head

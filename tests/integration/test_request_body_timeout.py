@@ -6,6 +6,8 @@ closed; MinRate moves the deadline out for a client that keeps sending."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -64,3 +66,47 @@ def test_min_rate_keeps_a_steady_streamed_body_going(
         assert resp.status == 200, resp
     (req,) = backend.wait_for_requests(1)
     assert req.target == "/up" and req.body_length == FIRST + 5 * piece
+
+
+def test_a_body_timeout_after_the_answer_began_aborts_the_connection(
+    proxympm: Callable[..., Proxy]
+) -> None:
+    """An upstream that answers before it reads the body (its head reaches the
+    client while the body is still being sent): when the client then stalls, the
+    answer already on the wire cannot become a 408; the connection is cut."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.settimeout(10)
+    done = threading.Event()
+
+    def upstream() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf and (data := conn.recv(65536)):
+                buf += data
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+            time.sleep(0.5)  # not reading: the proxy's send blocks and it reads the answer
+            conn.settimeout(10)
+            while not done.is_set():
+                try:
+                    if not conn.recv(1 << 20):
+                        return
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    big = 8 << 20
+    try:
+        proxy = proxympm('RequestReadTimeout body=2\nProxyTimeout 30\n'
+                         'ProxyPass "/up" "http://127.0.0.1:{u}/up" requestbuffering=off '
+                         'flushpackets=on\n', u=lsock.getsockname()[1])
+        with RawClient(proxy.port, timeout=15) as client:
+            client.send(HEAD % (big + 1000) + b"a" * big)  # then nothing more
+            resp = client.read_response("POST")
+            assert resp.status == 200 and not resp.complete, resp
+            assert resp.body == b""
+    finally:
+        done.set()
+        thread.join(10)
+        lsock.close()

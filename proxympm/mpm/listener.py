@@ -476,13 +476,12 @@ class Listener:
                     return False
                 conn.request, conn.body = parsed
                 conn.buffer_body = not conn.body.done and self.wants_buffering(conn)
-                if conn.request.expect_continue and not conn.body.done:
+                if conn.request.expect_continue and not conn.body.done and not conn.inbuf:
                     if not self.will_forward(conn):
                         # answered without the body (404, 403, a handler): no 100, so
                         # the client does not send it; the worker closes afterwards
                         return True
-                    if not conn.inbuf:
-                        conn.send_some(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    conn.send_some(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = conn.body
             assert body is not None
             if conn.inbuf and not body.done:

@@ -96,3 +96,17 @@ def test_curl_never_uploads_a_refused_body(proxy: Proxy, backend: Backend,
     assert post("/private/x") == (403, 0)
     assert post("/app/up") == (200, 2 << 20)
     assert [r.target for r in backend.wait_for_requests(1)] == ["/up"]
+
+
+def test_a_refused_request_whose_body_came_anyway_is_read_as_without_expect(
+    proxy: Proxy, backend: Backend
+) -> None:
+    """A client that did not wait for the 100: its body is read as any body is, and
+    the connection carries on."""
+    with RawClient(proxy.port, timeout=5) as client:
+        client.send(b"POST /nowhere HTTP/1.1\r\nHost: example.test\r\nExpect: 100-continue\r\n"
+                    b"Content-Length: 2\r\n\r\nhiGET /app/after HTTP/1.1\r\n"
+                    b"Host: example.test\r\n\r\n")
+        assert client.read_response("POST").status == 404
+        assert client.read_response("GET").status == 200
+    assert [r.target for r in backend.wait_for_requests(1)] == ["/after"]

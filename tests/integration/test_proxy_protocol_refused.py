@@ -19,6 +19,10 @@ from tests.support.net import free_port
 from tests.support.servers import Proxy
 
 
+# one child: addresses marked down and error state are each child's own
+ONE_CHILD = "StartServers 1\nServerLimit 1\n"
+
+
 class TinyServer:
     """A loopback TCP server on ``host:port``: ``reset`` accepts and resets at once;
     otherwise it reads the PROXY line and a request head, answers 200 and closes."""
@@ -65,7 +69,7 @@ def test_a_reset_after_the_header_moves_on_to_the_next_address(
     bad, good = TinyServer("127.0.0.2", port, reset=True), TinyServer("127.0.0.3", port, False)
     try:
         dns = dnsmasq({"app.test": ["127.0.0.2", "127.0.0.3"]})
-        proxy = proxympm('ProxyDNSServers {dns}\n'
+        proxy = proxympm(ONE_CHILD + 'ProxyDNSServers {dns}\n'
                          'ProxyPass "/" "http://app.test:{p}/" proxyprotocol=v1 retry=30\n',
                          dns=dns.server, p=port)
         with requests.Session() as s:
@@ -85,7 +89,8 @@ def test_a_backend_that_resets_after_the_header_goes_into_error_state(
 ) -> None:
     bad = TinyServer("127.0.0.1", 0, reset=True)
     try:
-        proxy = proxympm('ProxyPass "/" "http://127.0.0.1:{p}/" proxyprotocol=v2 retry=30\n',
+        proxy = proxympm(ONE_CHILD
+                         + 'ProxyPass "/" "http://127.0.0.1:{p}/" proxyprotocol=v2 retry=30\n',
                          p=bad.sock.getsockname()[1])
         assert requests.get(f"{proxy.url}/a", timeout=10).status_code == 503
         proxy.wait_for_log("error", r"AH00959: .* disabling worker")

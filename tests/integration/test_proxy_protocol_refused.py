@@ -18,7 +18,6 @@ from tests.support.dns import Dnsmasq
 from tests.support.net import free_port
 from tests.support.servers import Proxy
 
-
 # one child: addresses marked down and error state are each child's own
 ONE_CHILD = "StartServers 1\nServerLimit 1\n"
 

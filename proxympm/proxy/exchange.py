@@ -442,9 +442,13 @@ class Exchange:
                            and not exc.timeout)
                 if refused:
                     assert up is not None
-                    left = self._refused_after_header(up, order, params, marks, exc, peer)
+                    left = self._refused_after_header(up, order, params, marks)
                     if replayable:
                         if left:
+                            self.log.error("proxy", f"AH01114: HTTP: failed to make "
+                                           f"connection to backend: {target.name} "
+                                           f"({exc.reason} after the PROXY header); trying "
+                                           "the next address", peer)
                             after_refusal = left
                             continue
                         exc = UpstreamFailure("connect", f"{exc.reason} after the PROXY "
@@ -485,6 +489,7 @@ class Exchange:
                 if flow.relay is not None and flow.relay.sent_any:
                     # the upstream's early answer is on the wire already: it cannot
                     # become ours, the connection is cut (httpd: once sent, it stays)
+                    flow.relay.salvage()
                     flow._fill(out)
                     out.aborted = True
                     return out, False
@@ -688,17 +693,14 @@ class Exchange:
             return Upstream(sock, target, addr=ep.sockaddr)
         raise UpstreamFailure("connect", last, refused=True)
 
-    def _refused_after_header(self, up: Upstream, order: Sequence[Endpoint],
-                              params: WorkerParams, marks: AddressMarks | None,
-                              exc: UpstreamFailure,
-                              peer: tuple[str, int]) -> Sequence[Endpoint]:
+    @staticmethod
+    def _refused_after_header(up: Upstream, order: Sequence[Endpoint], params: WorkerParams,
+                              marks: AddressMarks | None) -> Sequence[Endpoint]:
         """A connection opened with a PROXY header was reset or closed before any
         answer: the backend refused it (a header, or a source address, it does not
         accept), as one refuses a connect. Its address is avoided for ``retry``, as a
         refused one is (``_connect``); returns the addresses after it in ``order``,
         which an idempotent request goes on to."""
-        self.log.error("proxy", f"AH01114: HTTP: failed to make connection to backend: "
-                       f"{up.target.name} ({exc.reason} after the PROXY header)", peer)
         if len(order) > 1 and params.retry > 0 and marks is not None:
             marks.mark_down(up.addr, params.retry)
         for i, ep in enumerate(order):

@@ -16,6 +16,15 @@ Three renderings of one ``Snapshot``:
 Counting follows mod_status: a worker is idle if ``_`` in a live child of the
 current generation that is not stopping, busy if in any other state but ``. S I
 G``; the threads of a stopping child that wait for nothing show ``G``.
+
+Two letters of the key are never written, as with httpd 2.4's Unix MPMs:
+``D`` (DNS lookup) marked a worker blocked in a reverse lookup of the client
+(``HostnameLookups``, ``UseCanonicalName DNS`` in httpd 1.3); proxympm does no
+such lookup, and backend names are resolved by the watchdog, never by a worker.
+``I`` (idle cleanup) is the NetWare MPM's mark on a single idle thread told to
+exit; the event MPM, like proxympm's arbiter, retires spare capacity a whole
+child at a time with a graceful stop, whose threads show ``G``. A worker closing
+a connection shows ``C``. The key keeps both letters so it reads as httpd's.
 """
 
 from __future__ import annotations

@@ -376,7 +376,10 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "`rate` bytes received, up to `maxtimeout` (no cap if not given); 0 disables the "
         "stage. A client too slow for the head or body gets 408 and the connection is "
         "closed; one that never sent a byte is closed without an answer. The listener "
-        "thread enforces the head and body stages, so a slow client never holds a worker. "
+        "thread enforces the head and body stages, so a slow client never holds a worker; "
+        "a body streamed to the backend (requestbuffering Off) is read by a worker under "
+        "the same body stage (Timeout per read when it is off), and a 408 that would "
+        "follow an answer the backend had already begun closes the connection instead. "
         "handshake=0 means the TLS handshake is bounded by Timeout.",
         compat="The header timer of a keep-alive connection starts with the first byte of "
         "the next request, as in mod_reqtimeout.",
@@ -416,7 +419,10 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "`v2`: every new connection to the backend starts with a PROXY protocol header "
         "(HAProxy's `send-proxy`/`send-proxy-v2`) carrying the client address proxympm "
         "believes (see RemoteIPHeader) and the address the client connected to; such a "
-        "connection is bound to that client, so it is never pooled for another request). "
+        "connection is bound to that client, so it is never pooled for another request; "
+        "a backend that resets or closes it before answering refused it, as a refused "
+        "connect: that address is skipped for `retry` and an idempotent request tries the "
+        "next one). "
         "If the temp directory is "
         "unusable, both fall back to streaming with an error-log line. "
         "`upgrade=proto[,proto...]` or `upgrade=ANY` (httpd 2.4.47+): an HTTP/1.1 "

@@ -396,6 +396,9 @@ class Reader:
                 f"Exceeded maximum include depth of {MAX_INCLUDE_DEPTH}, "
                 "There appears to be a recursion."
             )
+        if "\0" in arg:  # no file has such a name; os.listdir would raise ValueError
+            raise DirectiveError(f"Could not open configuration file {arg!r}: a path cannot "
+                                 "contain a NUL byte")
         pattern = os.path.normpath(os.path.join(self.server_root, arg))
         nodes: list[Node] = []
         for file in self._include_files(pattern, optional):

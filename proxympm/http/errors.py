@@ -20,3 +20,7 @@ class HTTPError(Exception):
 
 class ClientGone(Exception):
     """The client closed, reset, or stopped reading past the deadline."""
+
+
+class ClientTimeout(ClientGone):
+    """The client sent (or took) nothing before the deadline."""

@@ -29,6 +29,7 @@ from proxympm.mpm.scoreboard import MAX_BACKENDS, Scoreboard, WorkerScore
 from proxympm.mpm.worker import Worker, log_request_error
 from proxympm.proxy.backend_table import BackendTable
 from proxympm.proxy.balancer import Balancers
+from proxympm.proxy.client_address import believe
 from proxympm.proxy.exchange import Exchange
 from proxympm.proxy.metrics import B_POOL_IDLE, B_QUEUED, BackendStats, member_key
 from proxympm.proxy.pool import Pool
@@ -123,6 +124,8 @@ class Child:
             limits_for=lambda h: limits[id(h)],
             error_log=self.error_log,
             wants_buffering=self._wants_buffering,
+            will_forward=self._will_forward,
+            client_of=self._client_of,
         )
         server_name = (config.main.server_name or socket.gethostname()).encode("ascii", "replace")
         self.stats = self._backend_stats()
@@ -148,6 +151,9 @@ class Child:
         if scoreboard is not None:  # the listener's inline requests count in its words
             self.listener.inline.count_inline = (
                 lambda sent: scoreboard.count_rejected(slot, sent))
+            # and so do the bytes it relays after a tunnel or stream hand-off
+            self.listener.tunnels.count_sent = (
+                lambda sent: scoreboard.count_listener_bytes(slot, sent))
 
     def _backend_stats(self) -> BackendStats | None:
         """Per-backend counters, one row per backend, balancer member and balancer,
@@ -179,7 +185,7 @@ class Child:
     def _request_error(self, exc: HTTPError, conn: Connection) -> None:
         """Listener thread: a request it answered itself (400, 408, 413 ...): logged,
         and counted in the scoreboard as an access, as httpd counts it."""
-        log_request_error(self.access_logs, self.error_log, exc, conn)
+        log_request_error(self.access_logs, self.error_log, exc, conn, self._client_of(conn))
         if self.scoreboard is None:
             return
         # a worker thread, for a bad request pipelined behind one it served: its own
@@ -200,6 +206,41 @@ class Child:
         if match is None or match[0].target is None:
             return False  # answered without an upstream: no point reading the body
         return match[0].params.request_buffering
+
+    def _will_forward(self, conn: Connection) -> bool:
+        """Listener thread (or the worker owning ``conn``), for a request that asks
+        for 100 Continue: will its body go upstream? One answered without it (no
+        route: 404, a handler, ``Require`` denies: 403, a misdirected request: 421)
+        gets its final status without a 100 first, as in httpd and nginx, so the
+        client never sends the body. The same lookups as Worker.serve_one, without
+        its side effects."""
+        req = conn.request
+        assert req is not None
+        host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
+        if conn.sni_host is not None and host is not conn.sni_host:
+            return False
+        match = self.routers[id(host)].match(b"/" if req.path == b"*" else req.path)
+        if match is None or match[0].target is None:
+            return False
+        access = match[0].access
+        return access is None or access.allows(self._client_of(conn)[0], conn.local[0])
+
+    def _client_of(self, conn: Connection) -> tuple[str, int]:
+        """Listener thread (or the worker owning ``conn``): the client a line about
+        the current request names, as the worker's lines do: the one mod_remoteip
+        believes once the head is parsed, the TCP peer before. Kept on the
+        connection for the rest of this request (the worker sets it anew)."""
+        if conn.client_addr is not None:
+            return conn.client
+        req = conn.request
+        if req is None:
+            return conn.peer
+        host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
+        if not host.remote_ip_header:
+            return conn.peer
+        # believe() on a copy of the fields: the worker applies it to the request
+        conn.client_addr = believe(host, conn.peer, _HeadersOnly(req.headers))
+        return conn.client
 
     def _open_access_logs(self) -> dict[int, list[AccessLog]]:
         shared: dict[tuple[str, str], AccessLog] = {}
@@ -332,3 +373,14 @@ class Child:
         self._publish_backends()  # the last counts, for the next child of this slot
         self.exchange.pool.close_all()
         threading.enumerate()  # nothing else to wait for; daemon threads die with us
+
+
+class _HeadersOnly:
+    """What believe() reads and rewrites of a request, so that a look-ahead leaves
+    the request itself as it was."""
+
+    __slots__ = ("headers", "lnames")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.headers = headers
+        self.lnames: list[bytes] = []

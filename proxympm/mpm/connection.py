@@ -23,7 +23,7 @@ from enum import IntEnum
 
 from proxympm.config.model import HostConfig, ReadStage
 from proxympm.http.body import BodyDecoder
-from proxympm.http.errors import ClientGone
+from proxympm.http.errors import ClientGone, ClientTimeout, HTTPError
 from proxympm.http.request import Request, RequestReader
 from proxympm.proxy.client_address import ClientAddress
 from proxympm.proxy.header_rules import Applied, RuleEnv
@@ -170,6 +170,23 @@ class Connection:
                 deadline = time.monotonic() + timeout
             self._wait(events, deadline)
 
+    def recv_body(self, stage: ReadStage, timeout: float) -> bool:
+        """Worker: ``recv_more`` for a request body being streamed upstream, bounded
+        as httpd's mod_reqtimeout bounds every body read: by RequestReadTimeout's
+        body ``stage`` (MinRate moves its deadline), continued from the listener if it
+        began it; by ``timeout`` per read when the stage is off. HTTPError 408 when
+        the deadline passes."""
+        if not stage.timeout:
+            return self.recv_more(timeout)
+        if self.stage is not stage:  # dispatched before the body stage began
+            self.start_stage(stage, time.monotonic())
+        try:
+            got = self.recv_more(max(0.001, self.read_deadline - time.monotonic()))
+        except ClientTimeout:
+            raise HTTPError(408, "request body read timeout") from None
+        self.extend_deadline()
+        return got
+
     def wait_writable(self, timeout: float) -> None:
         """Worker: block (bounded) until the client's window opens."""
         self._wait(select.POLLOUT, time.monotonic() + timeout)
@@ -177,11 +194,11 @@ class Connection:
     def _wait(self, events: int, deadline: float) -> None:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise ClientGone("timed out")
+            raise ClientTimeout("timed out")
         poller = select.poll()
         poller.register(self.fd, events)
         if not poller.poll(left * 1000):
-            raise ClientGone("timed out")
+            raise ClientTimeout("timed out")
 
     def start_stage(self, stage: ReadStage, now: float) -> None:
         """Enter a mod_reqtimeout stage (head or body) as of ``now``."""

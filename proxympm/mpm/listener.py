@@ -92,8 +92,12 @@ class Listener:
         limits_for: Callable[[HostConfig], Limits],
         error_log: object,
         wants_buffering: Callable[[Connection], bool] = lambda conn: True,
+        will_forward: Callable[[Connection], bool] = lambda conn: True,
+        client_of: Callable[[Connection], tuple[str, int]] = lambda conn: conn.client,
     ) -> None:
         self.wants_buffering = wants_buffering
+        self.will_forward = will_forward
+        self.client_of = client_of  # whom a log line names: mod_remoteip's client, once known
         self.config = config
         self.listeners = listeners
         self.work_queue = work_queue
@@ -473,6 +477,10 @@ class Listener:
                 conn.request, conn.body = parsed
                 conn.buffer_body = not conn.body.done and self.wants_buffering(conn)
                 if conn.request.expect_continue and not conn.body.done and not conn.inbuf:
+                    if not self.will_forward(conn):
+                        # answered without the body (404, 403, a handler): no 100, so
+                        # the client does not send it; the worker closes afterwards
+                        return True
                     conn.send_some(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = conn.body
             assert body is not None
@@ -502,7 +510,7 @@ class Listener:
         except OSError as exc:
             # No temp file (disk full, unwritable TMPDIR): stream this one instead.
             self.log.error("proxy", f"AH01111: cannot buffer the request body in a temp "
-                           f"file ({exc.strerror}); streaming it", conn.peer)
+                           f"file ({exc.strerror}); streaming it", self.client_of(conn))
             conn.buffer_body = False
             conn.body_parts.append(data)
 
@@ -590,7 +598,7 @@ class Listener:
 
     def _inline_failed(self, conn: Connection) -> None:
         self.log.error("mpm", "AH00000: inline exchange failed: "
-                       + traceback.format_exc().replace("\n", " | "), conn.peer)
+                       + traceback.format_exc().replace("\n", " | "), conn.client)
         flow = conn.inline[0] if conn.inline is not None else None
         if flow is not None and flow.up is not None:
             flow.up.sock.close()
@@ -673,6 +681,7 @@ class Listener:
         (True) that a pipelined request is already complete in its buffer."""
         conn.request = None
         conn.body = None
+        conn.client_addr = None  # the next request's client is believed anew
         conn.drop_body()
         # Stopping gracefully: the connection is parked as usual. The client may be
         # sending its next request on it right now (our response said keep-alive), so
@@ -760,7 +769,7 @@ class Listener:
                 self.close(conn)
         for conn in self.writing.expired(now):
             self.log.info("core", "AH01084: timed out writing the response to the client",
-                          conn.peer)
+                          conn.client)
             self.close(conn)
         for conn in self.linger_q.expired(now):
             self.close(conn)

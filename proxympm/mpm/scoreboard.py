@@ -44,8 +44,9 @@ HEADER_WORDS = 8
  CPU_USER_MS, CPU_SYS_MS, STARTED_US, REJECTED, LISTENER_BYTES) = range(15)
 # REJECTED: requests the listener thread completed itself: errors it answered (400,
 # 408, 413 ...) and inline exchanges (listener.py); LISTENER_BYTES: what the inline
-# ones sent. The listener's own words; like worker counters they carry on across the
-# children of the slot.
+# ones sent, and what it relayed to clients after a tunnel or stream hand-off. The
+# listener's own words; like worker counters they carry on across the children of
+# the slot.
 FIELDS = 16  # words per process slot
 
 # process STATE values
@@ -196,6 +197,12 @@ class Scoreboard:
         self._words[base + REJECTED] += 1
         if sent:
             self._words[base + LISTENER_BYTES] += sent
+
+    def count_listener_bytes(self, slot: int, sent: int) -> None:
+        """Listener thread of the slot's child: bytes it sent to a client after a
+        worker handed it a tunnel or a streamed response (the worker counted the
+        request and what it sent itself)."""
+        self._words[self._proc_base + slot * FIELDS + LISTENER_BYTES] += sent
 
     def get(self, slot: int, field: int) -> int:
         return self._words[self._proc_base + slot * FIELDS + field]

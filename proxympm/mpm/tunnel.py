@@ -69,7 +69,7 @@ class _Side:
     """One end of a tunnel: its socket and what waits to be written to it."""
 
     __slots__ = ("sock", "fd", "tls", "out", "eof", "shut", "rd_need", "wr_need", "armed",
-                 "registered")
+                 "registered", "sent")
 
     def __init__(self, sock: socket.socket, out: bytes, registered: bool) -> None:
         self.sock = sock
@@ -82,6 +82,7 @@ class _Side:
         self.wr_need = WRITE  # the event a write to this side waits for
         self.armed = -1  # what the poller is armed for (-1: unknown)
         self.registered = registered
+        self.sent = 0  # bytes written to this side
 
     def send_out(self) -> bool | None:
         """Write what waits in ``out``: True if all of it went, False if some did
@@ -95,6 +96,7 @@ class _Side:
         except ssl.SSLWantReadError:
             self.wr_need = READ
             return None
+        self.sent += n
         if n < len(self.out):  # the socket buffer is full: wait for room
             self.out = memoryview(self.out)[n:]
             self.wr_need = WRITE
@@ -173,10 +175,13 @@ def _shortest(t: Tunnel | Stream) -> float:
 class Tunnels:
     """Every tunnel of one child; owned by the listener thread."""
 
-    __slots__ = ("listener", "incoming", "by_fd", "deadlines", "seq")
+    __slots__ = ("listener", "incoming", "by_fd", "deadlines", "seq", "count_sent")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
+        # the child's: bytes this thread sent to a client after a worker's hand-off,
+        # counted (at the end) in the listener's words of the scoreboard
+        self.count_sent: Callable[[int], None] | None = None
         self.incoming: queue.SimpleQueue[tuple[Connection, TunnelSpec | StreamSpec, bool,
                                                Callable[[int, int], None] | None]] = (
             queue.SimpleQueue())
@@ -343,6 +348,7 @@ class Tunnels:
         poller first) if it can carry another request, else it is closed; the client
         connection goes on to keep-alive, a pipelined request, or a lingering close."""
         s.closed = True
+        self._count(s)
         u = s.upstream
         self.by_fd.pop(s.client.fd, None)
         self.by_fd.pop(u.fd, None)
@@ -381,6 +387,7 @@ class Tunnels:
         if t.closed:
             return
         t.closed = True
+        self._count(t)
         self.by_fd.pop(t.client.fd, None)
         self.by_fd.pop(t.upstream.fd, None)
         try:
@@ -388,6 +395,10 @@ class Tunnels:
         except OSError:
             pass
         self.listener.close(t.conn)
+
+    def _count(self, t: Tunnel | Stream) -> None:
+        if self.count_sent is not None and t.client.sent:
+            self.count_sent(t.client.sent)
 
     # -- idle timeouts -------------------------------------------------------------
 

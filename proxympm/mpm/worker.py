@@ -89,7 +89,7 @@ class Worker:
                 self.serve(conn)
             except Exception:  # noqa: BLE001 - one bad request must not kill the worker
                 self.log.error("mpm", "AH00000: worker failed: "
-                               + traceback.format_exc().replace("\n", " | "), conn.peer)
+                               + traceback.format_exc().replace("\n", " | "), conn.client)
                 self.listener.close(conn)
             finally:
                 self.done += 1
@@ -153,7 +153,7 @@ class Worker:
                                f"configuration: {req.path.decode('latin-1')}", client)
                 out = Outcome(error=403)
             elif match[0].target is None:
-                out = self._handle(match[0], req, keepalive)
+                out = self._handle(match[0], req, keepalive and body.done)
             else:
                 route, upstream_path = match
                 if asterisk:
@@ -205,10 +205,12 @@ class Worker:
         assert req is not None and body is not None
         rules = conn.rules
         score = self.score
-        close = not out.client_keepalive or not keepalive
+        # a request body left unread (a refused request's, a handler's) is never
+        # parsed as a next request: close (lingering) instead
+        close = not out.client_keepalive or not keepalive or not body.done
         if out.error:
             out.status = out.error
-            close = close or out.error in DROPS_CONNECTION or not body.done
+            close = close or out.error in DROPS_CONNECTION
             extra = (header_rules.error_headers(rules.always, conn.rule_env(), req.headers)
                      if rules is not None and rules.always else None)
             conn.out = error_response(out.error, close=close, extra=extra,
@@ -332,13 +334,16 @@ def body_size(conn: Connection) -> int:
 
 
 def log_request_error(logs: dict[int, list[AccessLog]], error_log: ErrorLog,
-                      exc: HTTPError, conn: Connection) -> None:
-    """Listener thread: an error answered before any worker saw the request."""
-    error_log.info("core", f"AH00567: request failed: {exc.detail}", conn.peer)
+                      exc: HTTPError, conn: Connection,
+                      client: tuple[str, int] | None = None) -> None:
+    """Listener thread: an error answered before any worker saw the request.
+    ``client``: the one mod_remoteip believes, if the head was parsed."""
+    client = client or conn.peer
+    error_log.info("core", f"AH00567: request failed: {exc.detail}", client)
     host = conn.host_cfg
     for log in logs.get(id(host), ()):
         rec = AccessRecord(
-            remote_addr=conn.peer[0], remote_port=conn.peer[1], peer_addr=conn.peer[0],
+            remote_addr=client[0], remote_port=conn.peer[1], peer_addr=conn.peer[0],
             local_addr=conn.local[0], local_port=conn.local[1],
             request_line=b"-", status=exc.status, start=time.time(),
             server_name=host.server_name or "", server_port=conn.local[1], conn_status="-",

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxympm.config.model import HostConfig, WorkerParams
+from proxympm.config.model import HostConfig, ReadStage, WorkerParams
 from proxympm.http.body import BodyDecoder
 from proxympm.http.errors import HTTPError
 from proxympm.http.proxy_protocol import build_v1, build_v2
@@ -81,6 +81,7 @@ class ClientSide(Protocol):
     def send_all(self, data: bytes | memoryview, timeout: float) -> None: ...
     def send_some(self, data: bytes) -> bytes: ...
     def recv_more(self, timeout: float, size: int = 65536) -> bool: ...
+    def recv_body(self, stage: ReadStage, timeout: float) -> bool: ...
     def wait_writable(self, timeout: float) -> None: ...
 
 
@@ -395,11 +396,13 @@ class Exchange:
         skip = member.marks.skipped() if member is not None and member.hc else None
         attempts = 0
         started = time.monotonic()
+        after_refusal: Sequence[Endpoint] | None = None  # see _refused_after_header
         while True:
             attempts += 1
             up: Upstream | None = None
             reused = False
-            first: Sequence[Endpoint] | None = None
+            first, after_refusal = after_refusal, None
+            order: Sequence[Endpoint] = ()
             if resume is not None:  # begun by the listener (sent, if it has ``up``)
                 flow, resume = resume, None
                 up = flow.up
@@ -434,13 +437,29 @@ class Exchange:
             except UpstreamFailure as exc:
                 if up is not None:
                     up.sock.close()
+                refused = (proxy_header is not None and up is not None
+                           and exc.phase in ("send", "read_head") and exc.before_response
+                           and not exc.timeout)
+                if refused:
+                    assert up is not None
+                    left = self._refused_after_header(up, order, params, marks)
+                    if replayable:
+                        if left:
+                            self.log.error("proxy", f"AH01114: HTTP: failed to make "
+                                           f"connection to backend: {target.name} "
+                                           f"({exc.reason} after the PROXY header); trying "
+                                           "the next address", peer)
+                            after_refusal = left
+                            continue
+                        exc = UpstreamFailure("connect", f"{exc.reason} after the PROXY "
+                                              "header", refused=True)
                 decision = classify(exc, reused, replayable)
                 if decision.retry_fresh and attempts == 1:
                     self.log.info("proxy", f"reused connection to {target.name} failed "
                                   f"({exc.reason}); retrying on a fresh one", peer)
                     continue
                 self._log_failure(exc, target, peer)
-                mark = decision.mark_failed or (
+                mark = decision.mark_failed or refused or (
                     balancer is not None and balancer.settings.failontimeout
                     and exc.timeout and exc.phase == "read_head")
                 if mark and params.retry > 0:
@@ -467,6 +486,13 @@ class Exchange:
                 if up is not None:
                     up.sock.close()
                 self.log.info("proxy", f"client request body broken: {exc.detail}", peer)
+                if flow.relay is not None and flow.relay.sent_any:
+                    # the upstream's early answer is on the wire already: it cannot
+                    # become ours, the connection is cut (httpd: once sent, it stays)
+                    flow.relay.salvage()
+                    flow._fill(out)
+                    out.aborted = True
+                    return out, False
                 out.error = exc.status
                 return out, False
             except (HTTPError, HeaderInjection) as exc:  # invalid response head
@@ -647,10 +673,12 @@ class Exchange:
             if proxy_header is not None:  # before TLS: the peer reads it off the raw socket
                 try:
                     upstream.send_duplex(sock, proxy_header, ctimeout, lambda: None)
-                except (OSError, TimeoutError) as exc:
+                except (OSError, TimeoutError) as exc:  # as a failed connect: next address
                     sock.close()
-                    raise UpstreamFailure("connect", f"sending the PROXY header: {exc}",
-                                          timeout=isinstance(exc, TimeoutError)) from None
+                    last = f"sending the PROXY header: {exc}"
+                    if len(order) > 1 and params.retry > 0 and marks is not None:
+                        marks.mark_down(ep.sockaddr, params.retry)
+                    continue
             if ctx is not None:
                 try:
                     sock = upstream.handshake(sock, ctx, sni, ctimeout)
@@ -664,6 +692,21 @@ class Exchange:
                                           timeout=True) from None
             return Upstream(sock, target, addr=ep.sockaddr)
         raise UpstreamFailure("connect", last, refused=True)
+
+    @staticmethod
+    def _refused_after_header(up: Upstream, order: Sequence[Endpoint], params: WorkerParams,
+                              marks: AddressMarks | None) -> Sequence[Endpoint]:
+        """A connection opened with a PROXY header was reset or closed before any
+        answer: the backend refused it (a header, or a source address, it does not
+        accept), as one refuses a connect. Its address is avoided for ``retry``, as a
+        refused one is (``_connect``); returns the addresses after it in ``order``,
+        which an idempotent request goes on to."""
+        if len(order) > 1 and params.retry > 0 and marks is not None:
+            marks.mark_down(up.addr, params.retry)
+        for i, ep in enumerate(order):
+            if ep.sockaddr == up.addr:
+                return order[i + 1:]
+        return ()
 
     def client_base(self, client: ClientSide, req: Request) -> bytes:
         """``scheme://host`` as the client addressed us (for ProxyPassReverse)."""
@@ -782,7 +825,10 @@ class _Flow:
                         self.send_duplex(sock, frame(data), timeout, self._early)
                     if body.done:
                         break
-                    if not self.client.recv_more(timeout):
+                    # the client's pace: RequestReadTimeout's body stage (408),
+                    # else Timeout per read, as httpd; ProxyTimeout is the upstream's
+                    if not self.client.recv_body(self.host_cfg.read_timeout.body,
+                                                 self.host_cfg.timeout):
                         body.eof()
                 if chunked:
                     self.send_duplex(sock, b"0\r\n\r\n", timeout, self._early)

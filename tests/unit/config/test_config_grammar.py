@@ -376,6 +376,17 @@ def test_include_of_missing_file(tmp_path: Path, write: Write) -> None:
     )
 
 
+@pytest.mark.parametrize("target", ["\0onf.d/*.conf", "conf.d/\0.conf"])
+def test_include_of_a_path_with_a_nul_byte(tmp_path: Path, write: Write, target: str) -> None:
+    (tmp_path / "conf.d").mkdir()
+    path = write(f"Listen 80\nInclude {target}\n")
+    with pytest.raises(ConfigError) as caught:  # not os.listdir's ValueError
+        read(path)
+    assert (caught.value.file, caught.value.line) == (str(path), 2)
+    assert caught.value.message == (
+        f"Could not open configuration file {target!r}: a path cannot contain a NUL byte")
+
+
 def test_include_recursion_stops_at_depth_128(write: Write) -> None:
     loop = write("Include loop.conf\n", "loop.conf")
     path = write("Include loop.conf\n")

@@ -1,0 +1,259 @@
+"""Requests waiting for a ``max`` slot hold no worker thread: they wait in the
+listener (QUEUED), so the queue is longer than the server has threads, other
+backends are served meanwhile, a client that leaves is dropped, and a child killed
+with queued requests does not stall the others."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+import requests
+
+from tests.support.backend import Backend
+from tests.support.interval_app import peak_overlap
+from tests.support.servers import Gunicorn, Proxy
+
+# Four worker threads in the whole server.
+FEW_THREADS = """
+Timeout 30
+StartServers 2
+ServerLimit 2
+ThreadsPerChild 2
+MaxRequestWorkers 4
+MinSpareThreads 1
+MaxSpareThreads 8
+ProxyPass /metrics !
+<Location "/metrics">
+    SetHandler metrics
+</Location>
+"""
+
+
+def _queued(proxy: Proxy, balancer: str) -> int:
+    """The server-wide queue length of ``balancer`` (read from the shared table)."""
+    page = requests.get(f"{proxy.url}/metrics", timeout=5).text
+    found = re.search(r'proxympm_balancer_member_queued\{balancer="' + re.escape(balancer)
+                      + r'"[^}]*\} (\d+)', page)
+    assert found, page
+    return int(found.group(1))
+
+
+def _wait_queued(proxy: Proxy, balancer: str, want: Callable[[int], bool],
+                 timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        n = _queued(proxy, balancer)
+        if want(n):
+            return n
+        assert time.monotonic() < deadline, f"{balancer}: {n} queued"
+        time.sleep(0.02)
+
+
+def test_more_waiters_than_threads_are_all_served_and_hold_no_thread(
+    proxympm: Callable[..., Proxy], gunicorn_server: Callable[..., Gunicorn],
+    backend_factory: Callable[..., Backend],
+) -> None:
+    """32 clients behind max=2 with 4 worker threads in the server: all get 200,
+    gunicorn never has more than 2 at once, and while the queue is long, a POST to
+    another backend (a worker's job) and the metrics page are answered."""
+    gun = gunicorn_server(app="tests.support.interval_app:app", workers=2)
+    other = backend_factory("other")
+    proxy = proxympm(FEW_THREADS + """
+<Proxy balancer://gun>
+    BalancerMember http://127.0.0.1:{g} max=2
+    ProxySet timeout=60
+</Proxy>
+ProxyPass /app/ balancer://gun/
+ProxyPass /other/ http://127.0.0.1:{o}/
+""", g=gun.port, o=other.port, wait_children=2)
+    n = 32
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(requests.get, f"{proxy.url}/app/slow/0.15?i={i}", timeout=60)
+                   for i in range(n)]
+        before = _wait_queued(proxy, "balancer://gun", lambda q: q >= 12)
+        r = requests.post(f"{proxy.url}/other/form", data=b"x" * 100, timeout=10)
+        assert r.status_code == 200 and r.json()["body_length"] == 100
+        after = _queued(proxy, "balancer://gun")
+        assert after > 0, "the queue drained before the other backend answered"
+        responses = [f.result() for f in futures]
+    assert before > 4, "no more waiters than threads"
+    assert [r.status_code for r in responses] == [200] * n
+    intervals = [(float(r.headers["X-App-Start"]), float(r.headers["X-App-End"]))
+                 for r in responses]
+    assert peak_overlap(intervals) <= 2
+    assert _queued(proxy, "balancer://gun") == 0
+
+
+def test_queue_timeout_is_503_and_a_client_that_leaves_is_dropped(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+) -> None:
+    backend = backend_factory("only")
+    proxy = proxympm(FEW_THREADS + """
+<Proxy balancer://long>
+    BalancerMember http://127.0.0.1:{b} max=1
+    ProxySet timeout=30
+</Proxy>
+ProxyPass /long/ balancer://long/
+ProxyPass /capped/ http://127.0.0.1:{b}/ max=1 acquire=800ms
+""", b=backend.port, wait_children=2)
+    # more clients leave the queue than the server has threads
+    slow = concurrent.futures.ThreadPoolExecutor(1).submit(
+        requests.get, f"{proxy.url}/long/slow/2", timeout=10)
+    backend.wait_for_requests(1)
+    gone = [socket.create_connection(("127.0.0.1", proxy.port), timeout=5) for _ in range(6)]
+    for i, sock in enumerate(gone):
+        sock.sendall(b"GET /long/gone%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+    _wait_queued(proxy, "balancer://long", lambda q: q == 6)
+    for sock in gone:
+        sock.close()
+    _wait_queued(proxy, "balancer://long", lambda q: q == 0, timeout=2)  # well before 30 s
+    assert slow.result().status_code == 200
+    assert requests.get(f"{proxy.url}/long/after", timeout=10).status_code == 200
+    assert [q.path for q in backend.requests] == ["/slow/2", "/after"]
+
+    # a capped plain worker: the wait is `acquire`, then 503 with Retry-After, for
+    # more waiters than there are threads
+    with concurrent.futures.ThreadPoolExecutor(7) as pool:
+        held = pool.submit(requests.get, f"{proxy.url}/capped/slow/2.5", timeout=10)
+        backend.wait_for_requests(3)
+        t0 = time.monotonic()
+        others = list(pool.map(
+            lambda i: (requests.get(f"{proxy.url}/capped/c{i}", timeout=10),
+                       time.monotonic() - t0), range(6)))
+        assert held.result().status_code == 200
+    assert [r.status_code for r, _ in others] == [503] * 6
+    assert all(r.headers["Retry-After"] == "1" for r, _ in others)
+    assert min(t for _, t in others) >= 0.7, "answered before the acquire time"
+    assert not [q.path for q in backend.requests if q.path.startswith("/c")]
+    assert re.search(r"AH00940: http://127\.0\.0\.1:\d+: no free slot \(max=1\) within 0\.8s",
+                     proxy.error_log())
+
+
+def _server_socket_owner(proxy_port: int, client_port: int, pids: list[int]) -> int | None:
+    """The child whose fd table holds the accepted end of a client's connection."""
+    want = f":{proxy_port:04X}", f":{client_port:04X}"
+    inode = None
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(want[0]) and fields[2].endswith(want[1]):
+                inode = fields[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                        return pid
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+def _response(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data:
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    break
+    except OSError:
+        pass
+    return data
+
+
+def test_a_child_killed_with_queued_requests_stalls_no_one(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+) -> None:
+    """Requests queued in both children, in arrival order interleaved; one child is
+    SIGKILLed: the arbiter drops its records, and the other child's queued
+    requests are served (they were behind dead ones in the queue)."""
+    backend = backend_factory("only")
+    proxy = proxympm(FEW_THREADS + """
+<Proxy balancer://one>
+    BalancerMember http://127.0.0.1:{b} max=1
+    ProxySet timeout=30
+</Proxy>
+ProxyPass /one/ balancer://one/
+""", b=backend.port, wait_children=2)
+    pids = proxy.children()
+    holder = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+    holder.sendall(b"GET /one/slow/1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    backend.wait_for_requests(1)
+    owners: dict[int, list[socket.socket]] = {pid: [] for pid in pids}
+    for i in range(40):  # until both children hold queued requests
+        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+        sock.sendall(b"GET /one/q%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        _wait_queued(proxy, "balancer://one", lambda q, n=i + 1: q == n)
+        owner = _server_socket_owner(proxy.port, sock.getsockname()[1], pids)
+        assert owner in owners, owner
+        owners[owner].append(sock)
+        if i >= 5 and all(len(s) >= 2 for s in owners.values()):
+            break
+    assert all(len(s) >= 2 for s in owners.values()), {p: len(s) for p, s in owners.items()}
+    victim = _server_socket_owner(proxy.port, holder.getsockname()[1], pids)
+    assert victim is not None
+    survivor = next(p for p in pids if p != victim)
+    os.kill(victim, signal.SIGKILL)  # holding the slot, with queued requests
+    proxy.wait_children(2, exclude=(victim,))
+    for sock in owners[victim]:
+        assert not _response(sock).startswith(b"HTTP/1.1 200")
+    answers = [_response(sock) for sock in owners[survivor]]
+    assert all(a.startswith(b"HTTP/1.1 200") for a in answers), answers
+    served = {q.path for q in backend.requests}
+    assert len(served) == 1 + len(owners[survivor])
+    assert _queued(proxy, "balancer://one") == 0
+    assert re.search(r"left 1 backend requests in flight", proxy.error_log())
+    for sock in [holder, *owners[victim], *owners[survivor]]:
+        sock.close()
+
+
+def test_graceful_stop_serves_queued_requests_or_times_them_out(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+) -> None:
+    """WINCH with requests queued: those whose slot frees in time are served, the
+    others get their 503 at the queue timeout, and then the server exits."""
+    backend = backend_factory("only")
+    proxy = proxympm(FEW_THREADS + """
+<Proxy balancer://serve>
+    BalancerMember http://127.0.0.1:{b} max=1
+    ProxySet timeout=30
+</Proxy>
+<Proxy balancer://short>
+    BalancerMember http://127.0.0.1:{b} max=1
+    ProxySet timeout=1
+</Proxy>
+ProxyPass /serve/ balancer://serve/
+ProxyPass /short/ balancer://short/
+""", b=backend.port, wait_children=2)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        held = [pool.submit(requests.get, f"{proxy.url}/{b}/slow/2", timeout=20)
+                for b in ("serve", "short")]
+        backend.wait_for_requests(2)
+        served = [pool.submit(requests.get, f"{proxy.url}/serve/s{i}", timeout=20)
+                  for i in range(3)]
+        _wait_queued(proxy, "balancer://serve", lambda q: q == 3)
+        refused = [pool.submit(requests.get, f"{proxy.url}/short/t{i}", timeout=20)
+                   for i in range(3)]
+        _wait_queued(proxy, "balancer://short", lambda q: q == 3)
+        os.kill(proxy.pid, signal.SIGWINCH)
+        assert [f.result().status_code for f in held] == [200, 200]
+        assert [f.result().status_code for f in served] == [200] * 3
+        answers = [f.result() for f in refused]
+    assert [(r.status_code, r.headers["Retry-After"]) for r in answers] == [(503, "1")] * 3
+    assert proxy.proc is not None
+    assert proxy.proc.wait(10) == 0
+    assert sorted(q.path for q in backend.requests) == [
+        "/s0", "/s1", "/s2", "/slow/2", "/slow/2"]

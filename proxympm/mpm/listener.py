@@ -17,17 +17,8 @@ worker, which continues the same exchange with the blocking code. The connection
 is in PROCESSING meanwhile, owned by this thread, and counts as a busy worker on
 the scoreboard.
 
-Queued requests (``max`` on a balancer member or a plain ProxyPass): a worker that
-finds every slot taken hands the connection back (``park``) in QUEUED with its
-queue token (balancer.Parked) and is free at once. This thread watches the
-client for a hang-up only (EPOLLRDHUP: a request body or pipelined bytes may be
-waiting, they stay in the socket), keeps the deadline (``queued``), and reads the
-backend table's wake-ups (``table_fd``, and ``BackendTable.take_ready`` for grants
-made in this process): a record that was answered goes back to a worker, which
-forwards the request to the member it was given (or answers 503). So waiting
-costs a connection, not a thread: the queue is not bounded by ThreadsPerChild, and
-requests to other backends are not stuck behind it. A queued request is not
-"outstanding" for admission (it holds no worker).
+Queued requests (``max`` on a balancer member or a plain ProxyPass) wait here too,
+in QUEUED, holding no worker: see queued.py.
 
 Admission (AsyncRequestWorkerFactor, adapted): httpd stops accepting when
     connections > ThreadsPerChild + AsyncRequestWorkerFactor * idle_workers.
@@ -65,11 +56,11 @@ from proxympm.http.proxy_protocol import parse as parse_proxy_header
 from proxympm.http.request import Limits, RequestReader
 from proxympm.http.serialize import error_response
 from proxympm.mpm.connection import Connection, State
-from proxympm.mpm.poller import HANGUP, READ, WRITE, Poller, SelectorPoller, make_poller
+from proxympm.mpm.poller import READ, WRITE, Poller, SelectorPoller, make_poller
 from proxympm.mpm.proxy_header import ProxyHeaderError, excepted, read_header
+from proxympm.mpm.queued import Queued
 from proxympm.mpm.timeouts import DeadlineHeap, TimeoutQueue
 from proxympm.mpm.tunnel import Tunnels
-from proxympm.proxy.balancer import GONE_POLL, Balancer, Parked
 from proxympm.proxy.exchange import INLINE_DONE, INLINE_WAIT
 from proxympm.proxy.header_rules import host_error_headers
 
@@ -84,20 +75,6 @@ LINGER_TIMEOUT = 2.0  # httpd's SECONDS_TO_LINGER
 STOP_IDLE_GRACE = 1.0  # graceful stop: idle keep-alive connections get this long first
 FD_RESERVE = 64
 UPSTREAM_SCAN = 0.1  # how often inline exchanges are checked for their upstream timeout
-
-
-def _hung_up(conn: Connection) -> bool:
-    """Without EPOLLRDHUP: has the client of a queued request shut down its side (or
-    is its socket in error)? A poll, no read: its pending bytes stay put."""
-    import select
-
-    events = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
-    try:
-        poller = select.poll()
-        poller.register(conn.fd, events)
-        return any(ev & events for _, ev in poller.poll(0))
-    except (OSError, ValueError):
-        return True
 
 
 def connection_cap(threads_per_child: int) -> int:
@@ -182,14 +159,9 @@ class Listener:
             self.ka_qs.setdefault(host.keepalive_timeout,
                                   TimeoutQueue(host.keepalive_timeout, State.KEEPALIVE))
         self.tunnels = Tunnels(self)  # upgrade tunnels and streamed bodies (tunnel.py)
-        # Requests waiting in a ``max`` queue (see the module docstring): by
-        # (group index, record); handed over by workers through ``parking``.
-        self.table: BackendTable | None = None
-        self.table_fd = -1
-        self.parked: dict[tuple[int, int], Connection] = {}
-        self.parking: deque[Connection] = deque()
-        self.queued = DeadlineHeap((State.QUEUED,))
-        self.poke_at = 0.0
+        # requests waiting in a ``max`` queue (queued.py); None: no such backend
+        self.queued: Queued | None = None
+        self.queued_fd = -1
         self._set_accepting(True)
 
     # -- admission -----------------------------------------------------------------
@@ -259,12 +231,11 @@ class Listener:
             pass
 
     def attach_table(self, table: BackendTable) -> None:
-        """Child, before ``run``: this thread takes the backend table's wake-ups."""
-        self.table = table
-        fd = table.claim_wakes(self.wake)
-        if fd is not None:
-            self.table_fd = fd
-            self.poller.add_persistent(fd)
+        """Child, before ``run``: requests that wait for a ``max`` slot wait here."""
+        self.queued = Queued(self, table)
+        if self.queued.fd is not None:
+            self.queued_fd = self.queued.fd
+            self.poller.add_persistent(self.queued_fd)
 
     # -- main loop -----------------------------------------------------------------
 
@@ -295,12 +266,10 @@ class Listener:
                         pass
                     self.wake_sent = False  # before re-checking admission below
                     self.tunnels.start_incoming()
-                    if self.table is not None:
-                        self._queue_news()
-                elif fd == self.table_fd:  # another child answered one of our records
-                    assert self.table is not None
-                    self.table.read_wakes()
-                    self._queue_news()
+                    if self.queued is not None:
+                        self.queued.on_wake(False)
+                elif fd == self.queued_fd:  # another child answered one of our records
+                    self.queued.on_wake(True)  # type: ignore[union-attr]
                 else:  # the upstream side of a tunnel or a streamed body
                     self.tunnels.on_event(fd)
             if self.inline_waiting:
@@ -321,9 +290,8 @@ class Listener:
         deadlines.append(self.reading.next_deadline())
         deadlines.append(self.writing.next_deadline())
         deadlines.append(self.tunnels.next_deadline())
-        if self.parked:
+        if self.queued is not None:
             deadlines.append(self.queued.next_deadline())
-            deadlines.append(self.poke_at)
         nearest = min((d for d in deadlines if d is not None), default=None)
         longest = UPSTREAM_SCAN if self.upstreams else 1.0
         if nearest is None:
@@ -449,7 +417,7 @@ class Listener:
         elif state == State.PROXY_HEADER:
             self._proxy_header(conn)
         elif state == State.QUEUED:  # armed for a hang-up only
-            self._queued_gone(conn)
+            self.queued.hung_up(conn)  # type: ignore[union-attr]
         # PROCESSING: a HUP/ERR while a worker owns it; the worker will see it.
 
     def _handshake(self, conn: Connection) -> None:
@@ -611,87 +579,18 @@ class Listener:
                 self.dispatched += 1
                 self.work_queue.put(waiting.popleft())
 
-    # -- requests queued for a ``max`` slot -------------------------------------------
+    # -- requests queued for a ``max`` slot (queued.py) -----------------------------
 
     def park(self, conn: Connection) -> None:
-        """Worker thread: ``conn`` (its ``parked`` token set) waits in a queue; the
-        worker lets go of it here."""
-        self.parking.append(conn)
-        self.wake()
+        """Worker thread: ``conn`` waits in a ``max`` queue (``conn.parked``)."""
+        assert self.queued is not None
+        self.queued.park(conn)
 
-    def _queue_news(self) -> None:
-        """Take connections workers parked, then look at the records the table
-        says were answered (a grant, or "every member is down")."""
-        table = self.table
-        assert table is not None
-        while self.parking:
-            conn = self.parking.popleft()
-            token = conn.parked
-            assert isinstance(token, Parked)
-            conn.set_state(State.QUEUED)
-            conn.read_deadline = token.deadline
-            self.queued.push(conn)
-            self.parked[token.key] = conn
-            if self.poller.hangup:
-                self.arm(conn, HANGUP)
-            if not self.poke_at:
-                self.poke_at = time.monotonic() + GONE_POLL
-            self._settle(conn)  # a grant may have come before we knew the record
-        for item in table.take_ready():
-            if item is None:  # every record (a child died, or a wake-up was lost)
-                for balancer in self._parked_balancers():
-                    balancer.poke()
-                for conn in list(self.parked.values()):
-                    self._settle(conn)
-                continue
-            conn = self.parked.get(item)
-            if conn is not None:
-                self._settle(conn)
-
-    def _settle(self, conn: Connection, timed_out: bool = False) -> None:
-        """If the wait of ``conn`` is over, a worker takes it from here."""
-        token = conn.parked
-        assert isinstance(token, Parked)
-        result = token.balancer.settle(token, timed_out)
-        if result is None:
-            return
-        token.result = result
-        del self.parked[token.key]
+    def resume_queued(self, conn: Connection) -> None:
+        """The wait of a queued request is over: a worker goes on with it."""
         conn.set_state(State.PROCESSING)
         self.dispatched += 1
         self.work_queue.put(conn)
-
-    def _queued_gone(self, conn: Connection) -> None:
-        """The client of a queued request hung up: it leaves the queue (a slot that
-        was just given to it goes to the next in line), and the connection closes."""
-        token = conn.parked
-        assert isinstance(token, Parked)
-        del self.parked[token.key]
-        conn.parked = None
-        token.balancer.abandon(token)
-        self.close(conn)
-
-    def _expire_queued(self, now: float) -> None:
-        for conn in self.queued.expired(now):
-            self._settle(conn, timed_out=True)
-        if now < self.poke_at:
-            return
-        self.poke_at = now + GONE_POLL if self.parked else 0.0
-        # Slots that opened without a release (a retry over, a health check passed)
-        # go to the head of each queue; the answers come back through take_ready.
-        for balancer in self._parked_balancers():
-            balancer.poke()
-        if not self.poller.hangup:  # no EPOLLRDHUP here: look at each client instead
-            for conn in list(self.parked.values()):
-                if _hung_up(conn):
-                    self._queued_gone(conn)
-
-    def _parked_balancers(self) -> list[Balancer]:
-        seen: dict[int, Balancer] = {}
-        for conn in self.parked.values():
-            balancer = conn.parked.balancer  # type: ignore[union-attr]
-            seen[id(balancer)] = balancer
-        return list(seen.values())
 
     # -- inline exchanges ------------------------------------------------------------
 
@@ -888,8 +787,8 @@ class Listener:
     def _expire(self, now: float) -> None:
         if self.upstreams:
             self._expire_upstreams(now)
-        if self.parked:
-            self._expire_queued(now)
+        if self.queued is not None and self.queued.by_record:
+            self.queued.expire(now)
         for conn in self.reading.expired(now):
             if conn.state == State.READ_BODY:
                 self.reject(conn, HTTPError(408, "request body read timeout"))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import requests
 
+from tests.support import procs
 from tests.support.backend import Backend
 from tests.support.interval_app import peak_overlap
 from tests.support.servers import Gunicorn, Proxy
@@ -135,30 +136,6 @@ ProxyPass /capped/ http://127.0.0.1:{b}/ max=1 acquire=800ms
                      proxy.error_log())
 
 
-def _server_socket_owner(proxy_port: int, client_port: int, pids: list[int]) -> int | None:
-    """The child whose fd table holds the accepted end of a client's connection."""
-    want = f":{proxy_port:04X}", f":{client_port:04X}"
-    inode = None
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if fields[1].endswith(want[0]) and fields[2].endswith(want[1]):
-                inode = fields[9]
-    if inode is None:
-        return None
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
-                        return pid
-                except OSError:
-                    continue
-        except OSError:
-            continue
-    return None
-
-
 def _response(sock: socket.socket) -> bytes:
     data = b""
     try:
@@ -197,13 +174,13 @@ ProxyPass /one/ balancer://one/
         sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
         sock.sendall(b"GET /one/q%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
         _wait_queued(proxy, "balancer://one", lambda q, n=i + 1: q == n)
-        owner = _server_socket_owner(proxy.port, sock.getsockname()[1], pids)
+        owner = procs.tcp_owner(proxy.port, sock.getsockname()[1], pids)
         assert owner in owners, owner
         owners[owner].append(sock)
         if i >= 5 and all(len(s) >= 2 for s in owners.values()):
             break
     assert all(len(s) >= 2 for s in owners.values()), {p: len(s) for p, s in owners.items()}
-    victim = _server_socket_owner(proxy.port, holder.getsockname()[1], pids)
+    victim = procs.tcp_owner(proxy.port, holder.getsockname()[1], pids)
     assert victim is not None
     survivor = next(p for p in pids if p != victim)
     os.kill(victim, signal.SIGKILL)  # holding the slot, with queued requests

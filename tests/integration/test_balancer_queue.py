@@ -234,3 +234,92 @@ ProxyPass /short/ balancer://short/
     assert proxy.proc.wait(10) == 0
     assert sorted(q.path for q in backend.requests) == [
         "/s0", "/s1", "/s2", "/slow/2", "/slow/2"]
+
+
+def test_a_failover_waits_in_the_queue_without_a_thread_too(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    free_port: Callable[[], int],
+) -> None:
+    """Requests that fail on a dead member (retry=0: never put in error state) fail
+    over to a member at its max: they queue (parked, with the dead member excluded),
+    more of them than the server has threads, and are all served there."""
+    backend = backend_factory("only")
+    proxy = proxympm(FEW_THREADS + """
+<Proxy balancer://two>
+    BalancerMember http://127.0.0.1:{dead} retry=0
+    BalancerMember http://127.0.0.1:{b} max=1
+    ProxySet timeout=30
+</Proxy>
+ProxyPass /two/ balancer://two/
+""", b=backend.port, dead=free_port(), wait_children=2)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        first = pool.submit(requests.get, f"{proxy.url}/two/slow/1.5", timeout=20)
+        backend.wait_for_requests(1)
+        rest = [pool.submit(requests.get, f"{proxy.url}/two/r{i}", timeout=20)
+                for i in range(7)]
+        _wait_queued(proxy, "balancer://two", lambda q: q == 7)
+        assert first.result().status_code == 200
+        assert [f.result().status_code for f in rest] == [200] * 7
+    assert backend.max_concurrent == 1
+    assert sorted(q.path for q in backend.requests) == sorted(
+        ["/slow/1.5"] + [f"/r{i}" for i in range(7)])
+    assert len(re.findall(r"failed; trying another member", proxy.error_log())) >= 7
+
+
+def test_queued_tls_clients_keep_their_pipelined_requests_and_may_leave(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    free_port: Callable[[], int], certs: object,
+) -> None:
+    """Over TLS: a queued client's pipelined second request (already decrypted and
+    buffered) is served after the first; a client that closes while queued leaves."""
+    import ssl
+
+    backend = backend_factory("only")
+    tls_port = free_port()
+    proxy = proxympm(FEW_THREADS + """
+Listen 127.0.0.1:{port}
+Listen 127.0.0.1:{tls} https
+<Proxy balancer://one>
+    BalancerMember http://127.0.0.1:{b} max=1
+    ProxySet timeout=30
+</Proxy>
+ProxyPass /one/ balancer://one/
+<VirtualHost 127.0.0.1:{tls}>
+    ServerName localhost
+    SSLEngine on
+    SSLCertificateFile {cert}
+    SSLCertificateKeyFile {key}
+    ProxyPass /one/ balancer://one/
+</VirtualHost>
+""", b=backend.port, tls=tls_port, cert=certs.cert_pem, key=certs.key_pem,  # type: ignore[attr-defined]
+        wait_children=2)
+    ctx = ssl.create_default_context(cafile=str(certs.ca_pem))  # type: ignore[attr-defined]
+
+    def tls_client() -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", tls_port), timeout=20)
+        return ctx.wrap_socket(raw, server_hostname="localhost")
+
+    holder = concurrent.futures.ThreadPoolExecutor(1).submit(
+        requests.get, f"{proxy.url}/one/slow/1.5", timeout=20)
+    backend.wait_for_requests(1)
+    stays, leaves = tls_client(), tls_client()
+    stays.sendall(b"GET /one/a1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                  b"GET /one/a2 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    _wait_queued(proxy, "balancer://one", lambda q: q == 1)
+    leaves.sendall(b"GET /one/gone HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    _wait_queued(proxy, "balancer://one", lambda q: q == 2)
+    leaves.close()
+    _wait_queued(proxy, "balancer://one", lambda q: q == 1, timeout=2)
+    assert holder.result().status_code == 200
+    reader = stays.makefile("rb")
+    for path in ("/a1", "/a2"):  # both responses through one buffer (pipelined)
+        status = reader.readline()
+        assert status.startswith(b"HTTP/1.1 200"), status
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        assert path.encode() in reader.read(length)
+    stays.close()
+    assert [q.path for q in backend.requests] == ["/slow/1.5", "/a1", "/a2"]

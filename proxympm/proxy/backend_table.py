@@ -357,14 +357,17 @@ class BackendTable:
         if not w[hb + G_WAITING]:
             w[hb + G_HEAD] = w[hb + G_NEXT_TICKET] + 1
             return None
-        ticket = w[hb + G_HEAD]
-        while True:  # some ticket up to G_NEXT_TICKET is waiting
+        ticket, last = w[hb + G_HEAD], w[hb + G_NEXT_TICKET]
+        while ticket <= last:  # every ticket before G_HEAD is granted or freed
             rec = (ticket - 1) % group.qcap
             base = group.qbase + rec * group.qsize
             if w[base + Q_TICKET] == ticket and w[base + Q_GRANT] == 0:
                 w[hb + G_HEAD] = ticket
                 return rec
             ticket += 1
+        w[hb + G_WAITING] = 0  # (cannot happen: the count said someone waits)
+        w[hb + G_HEAD] = ticket
+        return None
 
     def grant(self, group: Group, rec: int, value: int) -> None:
         """Lock held: answer the waiting record (member index + 1, or -1: down)."""

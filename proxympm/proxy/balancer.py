@@ -394,7 +394,7 @@ class Balancer:
                 return self._busy_verdict()
             rec = table.enqueue(group, mask)
             if rec is None:
-                return self._busy_verdict()  # QUEUE_LIMIT requests wait already
+                return self._busy_verdict()  # the ring is full (qcap records held)
             if park:
                 return Parked(self, rec, table.ticket_of(group, rec), mask, deadline)
             event = table.register(group, rec)

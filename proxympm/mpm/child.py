@@ -127,8 +127,9 @@ class Child:
             will_forward=self._will_forward,
             client_of=self._client_of,
         )
-        if backends is not None and backends.groups:
+        if backends is not None and any(s.max is not None for s in backends.specs):
             # requests waiting for a ``max`` slot wait in the listener, not a worker
+            # (without any ``max`` nothing queues: the listener's loop stays as it is)
             self.listener.attach_table(backends)
         server_name = (config.main.server_name or socket.gethostname()).encode("ascii", "replace")
         self.stats = self._backend_stats()

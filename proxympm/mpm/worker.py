@@ -177,7 +177,8 @@ class Worker:
                 assert route.target is not None
                 out = self.exchange.forward(
                     conn, client, req, body, conn.body_parts, conn.body_file, host,
-                    route.target, route.params, upstream_path, keepalive, may_park=True,
+                    route.target, route.params, upstream_path, keepalive,
+                    may_park=self.listener.queued is not None,  # else it waits here
                 )
                 if out.parked is not None:
                     return self._forwarded(conn, host, out, start, keepalive, route,

@@ -531,8 +531,10 @@ DECLARATIONS: tuple[Declaration, ...] = (
         "(last result -4 in the log).",
         compat="`requestbuffering`/`responsebuffering`/`flushpackets` belong on the "
         "ProxyPass line. Status flags `E` and `C` are refused (they are states here, not "
-        "settings). A waiting request holds its worker thread (the queue is bounded by "
-        "the server's threads; waiters check their client every 0.25 s). No "
+        "settings). A waiting request holds no thread (as in HAProxy, not httpd, where it "
+        "would hold its worker): it waits in its child's listener, so requests to other "
+        "backends go on meanwhile; the queue holds up to the server's connection "
+        "capacity (at most 65,536 per balancer). No "
         "`hctemplate`. httpd checks a member's one address as its connection would "
         "find it; proxympm checks each address of the name, since requests rotate over "
         "them all. The addresses taken out are a 1 KiB list per member in shared memory "

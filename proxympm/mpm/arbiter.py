@@ -21,6 +21,7 @@ from proxympm.config.model import Listen, ServerConfig
 from proxympm.log import ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm import watchdog
 from proxympm.mpm.child import run_child
+from proxympm.mpm.listener import connection_cap
 from proxympm.mpm.scoreboard import (
     G_CONFIG_GENERATION,
     G_GENERATION,
@@ -28,7 +29,7 @@ from proxympm.mpm.scoreboard import (
     STOPPING,
     Scoreboard,
 )
-from proxympm.proxy.backend_table import BackendTable, make_wake_pipes
+from proxympm.proxy.backend_table import QUEUE_LIMIT, BackendTable, make_wake_pipes
 from proxympm.proxy.balancer import table_for
 from proxympm.proxy.routing import HostTable
 from proxympm.tls import TLSMaterial, validate_tls
@@ -219,8 +220,11 @@ class Arbiter:
         table = self.tables.get(self.generation)
         if table is None:
             cfg = self.config
-            table = table_for(cfg, self.scoreboard.slots,
-                              self.scoreboard.slots * max(1, cfg.threads_per_child))
+            # a queued request holds a connection (not a thread): as many may wait as
+            # the children can hold connections, up to QUEUE_LIMIT
+            slots = self.scoreboard.slots
+            table = table_for(cfg, slots, min(QUEUE_LIMIT, slots * connection_cap(
+                max(1, cfg.threads_per_child))))
             previous = self.tables.get(self.generation - 1)
             if previous is not None and _same_layout(previous, table):
                 table.close()

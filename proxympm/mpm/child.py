@@ -127,6 +127,10 @@ class Child:
             will_forward=self._will_forward,
             client_of=self._client_of,
         )
+        if backends is not None and any(s.max is not None for s in backends.specs):
+            # requests waiting for a ``max`` slot wait in the listener, not a worker
+            # (without any ``max`` nothing queues: the listener's loop stays as it is)
+            self.listener.attach_table(backends)
         server_name = (config.main.server_name or socket.gethostname()).encode("ascii", "replace")
         self.stats = self._backend_stats()
         self.exchange = Exchange(pool, resolver, self.error_log, server_name, tls.client,
@@ -334,7 +338,7 @@ class Child:
             return
         totals = stats.totals()
         idle = self.exchange.pool.idle_counts()
-        queued = {b.name: len(b.waiters) for b in self.balancers}
+        queued = {b.name: b.queued for b in self.balancers}
         for name, row, base, values in zip(stats.names, self.backend_rows, self.backend_base,
                                            totals, strict=False):
             if row < 0:

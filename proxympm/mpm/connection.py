@@ -2,8 +2,9 @@
 
 Ownership: a connection is owned by exactly one thread at a time. The listener
 owns it while it waits on the network (PROXY_HEADER, HANDSHAKE, READ_HEAD, READ_BODY,
-KEEPALIVE, WRITE_COMPLETION, LINGER, TUNNEL); a worker owns it from the moment it is taken
-off the worker queue until it hands it back (PROCESSING). Ownership moves with
+KEEPALIVE, WRITE_COMPLETION, LINGER, TUNNEL) or for a backend slot (QUEUED); a
+worker owns it from the moment it is taken off the worker queue until it hands it
+back (PROCESSING). Ownership moves with
 the hand-off itself (queue put, or epoll re-arm), so no field needs a lock. An
 inline exchange (listener.py) is PROCESSING owned by the listener until it ends or
 is queued for a worker.
@@ -41,6 +42,7 @@ class State(IntEnum):
     CLOSED = 8
     TUNNEL = 9  # upgraded (101), or a streamed body: relayed by the listener (tunnel.py)
     PROXY_HEADER = 10  # waiting for a PROXY protocol header (RemoteIPProxyProtocol)
+    QUEUED = 11  # a complete request waiting for a ``max`` slot, without a thread
 
 
 class Connection:
@@ -53,6 +55,7 @@ class Connection:
         # the Header rules that apply, and when the request started
         "client_addr", "rules", "started", "keep_proto",
         "pending_tls",  # the TLS context to use once a PROXY header has been read
+        "parked",  # waiting in a ``max`` queue (balancer.Parked), or None
     )
 
     def __init__(self, sock: socket.socket, peer: tuple[str, int], local: tuple[str, int],
@@ -91,6 +94,7 @@ class Connection:
         self.queued_epoch = -1  # the epoch whose read deadline is in the listener's heap
         # An inline exchange in flight (Worker.start_inline): its flow and context.
         self.inline: tuple | None = None
+        self.parked: object | None = None  # a balancer.Parked while QUEUED
 
     @property
     def client_ip(self) -> str:

@@ -17,6 +17,9 @@ worker, which continues the same exchange with the blocking code. The connection
 is in PROCESSING meanwhile, owned by this thread, and counts as a busy worker on
 the scoreboard.
 
+Queued requests (``max`` on a balancer member or a plain ProxyPass) wait here too,
+in QUEUED, holding no worker: see queued.py.
+
 Admission (AsyncRequestWorkerFactor, adapted): httpd stops accepting when
     connections > ThreadsPerChild + AsyncRequestWorkerFactor * idle_workers.
 Here idle keep-alive and still-reading connections cost no thread, so only
@@ -55,6 +58,7 @@ from proxympm.http.serialize import error_response
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.poller import READ, WRITE, Poller, SelectorPoller, make_poller
 from proxympm.mpm.proxy_header import ProxyHeaderError, excepted, read_header
+from proxympm.mpm.queued import Queued
 from proxympm.mpm.timeouts import DeadlineHeap, TimeoutQueue
 from proxympm.mpm.tunnel import Tunnels
 from proxympm.proxy.exchange import INLINE_DONE, INLINE_WAIT
@@ -62,6 +66,7 @@ from proxympm.proxy.header_rules import host_error_headers
 
 if TYPE_CHECKING:
     from proxympm.mpm.worker import Worker
+    from proxympm.proxy.backend_table import BackendTable
 
 RECV_SIZE = 65536
 ACCEPT_BATCH = 64
@@ -154,6 +159,9 @@ class Listener:
             self.ka_qs.setdefault(host.keepalive_timeout,
                                   TimeoutQueue(host.keepalive_timeout, State.KEEPALIVE))
         self.tunnels = Tunnels(self)  # upgrade tunnels and streamed bodies (tunnel.py)
+        # requests waiting in a ``max`` queue (queued.py); None: no such backend
+        self.queued: Queued | None = None
+        self.queued_fd = -1
         self._set_accepting(True)
 
     # -- admission -----------------------------------------------------------------
@@ -222,6 +230,13 @@ class Listener:
         except BlockingIOError:
             pass
 
+    def attach_table(self, table: BackendTable) -> None:
+        """Child, before ``run``: requests that wait for a ``max`` slot wait here."""
+        self.queued = Queued(self, table)
+        if self.queued.fd is not None:
+            self.queued_fd = self.queued.fd
+            self.poller.add_persistent(self.queued_fd)
+
     # -- main loop -----------------------------------------------------------------
 
     def run(self) -> None:
@@ -251,6 +266,10 @@ class Listener:
                         pass
                     self.wake_sent = False  # before re-checking admission below
                     self.tunnels.start_incoming()
+                    if self.queued is not None:
+                        self.queued.on_wake(False)
+                elif fd == self.queued_fd:  # another child answered one of our records
+                    self.queued.on_wake(True)  # type: ignore[union-attr]
                 else:  # the upstream side of a tunnel or a streamed body
                     self.tunnels.on_event(fd)
             if self.inline_waiting:
@@ -271,6 +290,8 @@ class Listener:
         deadlines.append(self.reading.next_deadline())
         deadlines.append(self.writing.next_deadline())
         deadlines.append(self.tunnels.next_deadline())
+        if self.queued is not None:
+            deadlines.append(self.queued.next_deadline())
         nearest = min((d for d in deadlines if d is not None), default=None)
         longest = UPSTREAM_SCAN if self.upstreams else 1.0
         if nearest is None:
@@ -395,6 +416,8 @@ class Listener:
             self.tunnels.on_event(conn.fd)
         elif state == State.PROXY_HEADER:
             self._proxy_header(conn)
+        elif state == State.QUEUED:  # armed for a hang-up only
+            self.queued.hung_up(conn)  # type: ignore[union-attr]
         # PROCESSING: a HUP/ERR while a worker owns it; the worker will see it.
 
     def _handshake(self, conn: Connection) -> None:
@@ -555,6 +578,19 @@ class Listener:
             while waiting:
                 self.dispatched += 1
                 self.work_queue.put(waiting.popleft())
+
+    # -- requests queued for a ``max`` slot (queued.py) -----------------------------
+
+    def park(self, conn: Connection) -> None:
+        """Worker thread: ``conn`` waits in a ``max`` queue (``conn.parked``)."""
+        assert self.queued is not None
+        self.queued.park(conn)
+
+    def resume_queued(self, conn: Connection) -> None:
+        """The wait of a queued request is over: a worker goes on with it."""
+        conn.set_state(State.PROCESSING)
+        self.dispatched += 1
+        self.work_queue.put(conn)
 
     # -- inline exchanges ------------------------------------------------------------
 
@@ -751,6 +787,8 @@ class Listener:
     def _expire(self, now: float) -> None:
         if self.upstreams:
             self._expire_upstreams(now)
+        if self.queued is not None and self.queued.by_record:
+            self.queued.expire(now)
         for conn in self.reading.expired(now):
             if conn.state == State.READ_BODY:
                 self.reject(conn, HTTPError(408, "request body read timeout"))

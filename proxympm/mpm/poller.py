@@ -25,10 +25,12 @@ from typing import Protocol
 
 READ = 1
 WRITE = 2
+HANGUP = 4  # only the peer's shutdown or an error, not data (epoll: EPOLLRDHUP)
 
 
 class Poller(Protocol):
     name: str
+    hangup: bool
 
     def add_persistent(self, fd: int, exclusive: bool = False) -> None: ...
     def remove_persistent(self, fd: int) -> None: ...
@@ -41,6 +43,7 @@ class Poller(Protocol):
 
 class EpollPoller:
     name = "epoll"
+    hangup = True  # HANGUP is reported; other pollers cannot wait for it alone
 
     def __init__(self) -> None:
         self._ep = select.epoll()
@@ -93,11 +96,14 @@ def _epoll_mask(events: int) -> int:
         mask |= select.EPOLLIN
     if events & WRITE:
         mask |= select.EPOLLOUT
+    if events & HANGUP:
+        mask |= select.EPOLLRDHUP
     return mask
 
 
 class KqueuePoller:  # pragma: no cover - exercised on BSD/macOS only
     name = "kqueue"
+    hangup = False
 
     def __init__(self) -> None:
         self._kq = select.kqueue()
@@ -152,6 +158,7 @@ class SelectorPoller:
     queue that the listener applies after being woken."""
 
     name = "selectors"
+    hangup = False
 
     def __init__(self) -> None:
         # poll(2) keeps no kernel state: a closed fd just reports POLLNVAL once (and

@@ -5,7 +5,9 @@ the virtual host and route, runs the upstream exchange, writes the response
 without waiting on an idle client, and hands the connection back: to keep-alive,
 to write completion for a tail the client has not taken yet, or to a lingering
 close. A pipelined request already in the buffer is served by the same worker
-at once, without a trip through the poller.
+at once, without a trip through the poller. A request that must wait in a
+``max`` queue is handed back to the listener (``Listener.park``) with its token,
+and comes back to some worker once the wait is over (``serve_one`` resumes it).
 
 Every method here runs on a worker thread, except ``start_inline`` and
 ``finish_inline``: the listener calls them on its own instance (never started as a
@@ -120,6 +122,20 @@ class Worker:
         body = conn.body
         assert req is not None and body is not None
         score = self.score
+        if conn.parked is not None:  # back from a ``max`` queue: the wait is over
+            token = conn.parked
+            conn.parked = None
+            host, start, keepalive, route, upstream_path, client = token.context
+            if score is not None:
+                score.begin(WRITE_W if body.done else READ_R, req.request_line, client,
+                            req.host or b"", conn.requests, start)
+            out = self.exchange.forward(
+                conn, client, req, body, conn.body_parts, conn.body_file, host,
+                route.target, route.params, upstream_path, keepalive, parked=token,
+                may_park=True,
+            )
+            return self._forwarded(conn, host, out, start, keepalive, route, upstream_path,
+                                   client)
         if conn.inline is not None:  # the listener began it (and maybe sent it upstream)
             flow, host, start, keepalive, route, upstream_path, client = conn.inline
             conn.inline = None
@@ -162,8 +178,25 @@ class Worker:
                 out = self.exchange.forward(
                     conn, client, req, body, conn.body_parts, conn.body_file, host,
                     route.target, route.params, upstream_path, keepalive,
+                    may_park=self.listener.queued is not None,  # else it waits here
                 )
+                if out.parked is not None:
+                    return self._forwarded(conn, host, out, start, keepalive, route,
+                                           upstream_path, client)
         return self.conclude(conn, host, out, start, keepalive)
+
+    def _forwarded(self, conn: Connection, host: HostConfig, out: Outcome, start: float,
+                   keepalive: bool, route: Route, upstream_path: bytes,
+                   client: tuple[str, int]) -> bool | None:
+        """After ``forward`` of a request that may wait in a ``max`` queue: if it
+        does, the connection goes to the listener (this thread is free at once)."""
+        token = out.parked
+        if token is None:
+            return self.conclude(conn, host, out, start, keepalive)
+        token.context = (host, start, keepalive, route, upstream_path, client)
+        conn.parked = token
+        self.listener.park(conn)
+        return None
 
     def _begin(self, conn: Connection, host: HostConfig, start: float) -> tuple[str, int]:
         """Per-request state on the connection (start time, believed client address,

@@ -28,9 +28,21 @@ Queue records of a group: ``TICKET`` (arrival number, 0: free), ``OWNER`` (child
 slot), ``GRANT`` (0 waiting; k+1: member k was given, its in-flight count taken
 for the owner; -1: every member went down) and an exclusion bitmask (members the
 request may not use: ones that already failed it, or all but its sticky member).
-The head of the queue is the waiting record with the smallest ticket; a release
-hands the freed slot straight to it (``dispatch``), whatever child it is in, and
-wakes that child through its wake-up pipe.
+The records are a ring: ticket t lives in record (t - 1) % qcap, so arrival order
+is record order. ``G_HEAD`` is a ticket at or before the first one still waiting
+and only moves forward, past records granted or freed (the head is O(1)
+amortised, whatever the queue's length); ``G_TAIL`` is the oldest ticket whose
+record may still be held (granted, not yet collected). The queue is full when the
+record the next ticket needs still holds the ticket qcap before it. A release hands
+the freed slot straight to the head (``dispatch``), whatever child it is in, and
+wakes that child through its wake-up pipe with the record's number (8 bytes:
+group, record; a write of at most PIPE_BUF bytes is atomic). If that pipe is full,
+the child's ``RESCAN`` word says "look at all your records".
+
+A waiting request holds no thread: the child's listener thread watches its
+connection and reads the wake-up pipe (``claim_wakes``); on a wake-up it looks at
+the named record (``take_ready``). Without a listener (tests, tools) a blocking
+``Balancer.acquire`` waits on a ``threading.Event`` that a small thread sets.
 
 Locking: one lock per group, made of a per-process ``threading.Lock`` and a POSIX
 record lock (``lockf``) on one byte of a shared temp file. The kernel drops a
@@ -50,10 +62,11 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 # worker record
@@ -62,11 +75,19 @@ from dataclasses import dataclass
  RECOVERIES) = range(16)
 W_FIELDS = 16
 # group header
-G_NEXT_TICKET, G_WAITING, G_HIGH = range(3)
+G_NEXT_TICKET, G_WAITING, G_HEAD, G_TAIL = range(4)
 G_FIELDS = 4
 # queue record
 Q_TICKET, Q_OWNER, Q_GRANT = range(3)
 Q_FIXED = 3
+
+# A queue's records are a ring of this many at most (the server's connection
+# capacity is the natural bound, since a waiting request holds a connection; but
+# with a large RLIMIT_NOFILE that is millions). 65536 records of 4 words are 2 MiB
+# of anonymous shared memory per balancer, touched as tickets go round.
+QUEUE_LIMIT = 65536
+WAKE = struct.Struct("=ii")  # a wake-up message: group index, record
+RESCAN = (-1, -1)  # "look at every record you own"
 
 HC_RESULT_NONE = 0  # no check yet
 HC_RESULT_CONNECT = -1  # connect (or TCP check) failed
@@ -140,6 +161,8 @@ class BackendTable:
             elif group.first + group.count != i:
                 raise ValueError(f"workers of {spec.group} are not contiguous")
             group.count += 1
+            if spec.error_only and group.count == 1:
+                group.qcap = 1  # a plain backend without ``max`` never queues
         for group in self.groups.values():
             group.mask_words = max(1, (group.count + 62) // 63)
             group.qsize = Q_FIXED + group.mask_words
@@ -151,8 +174,12 @@ class BackendTable:
             offset += G_FIELDS
             group.qbase = offset
             offset += group.qcap * group.qsize
+        self._rescan_base = offset  # one word per child slot
+        offset += self.slots
         self._map = mmap.mmap(-1, max(8, offset * 8))  # MAP_SHARED | MAP_ANONYMOUS
         self.w = memoryview(self._map).cast("q")
+        for group in self.groups.values():
+            self.w[group.hbase + G_HEAD] = self.w[group.hbase + G_TAIL] = 1
         self._lockfile = tempfile.TemporaryFile() if shared_lock else None
         # a mapping of its own, so the record and queue layout above stay as they are
         self._hc_map = mmap.mmap(-1, max(1, n) * 2 * _LIST_WORDS * 8)
@@ -164,6 +191,11 @@ class BackendTable:
         self._local: dict[tuple[int, int], threading.Event] = {}  # (group, record) -> event
         self._local_lock = threading.Lock()
         self._wake_thread: threading.Thread | None = None
+        # The listener (claim_wakes): records answered, for it to look at; None in
+        # the list: every record. ``on_ready`` wakes it.
+        self.ready: list[tuple[int, int] | None] = []
+        self.on_ready: Callable[[], None] | None = None
+        self._partial = b""
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -178,6 +210,18 @@ class BackendTable:
         self._local = {}
         self._local_lock = threading.Lock()
         self._wake_thread = None
+        self.ready = []
+        self.on_ready = None
+        self._partial = b""
+
+    def claim_wakes(self, on_ready: Callable[[], None]) -> int | None:
+        """Child, before serving: the listener thread takes this child's wake-ups.
+        Returns the wake-up pipe's read end (made non-blocking) for its poller;
+        ``on_ready`` is called (any thread) when ``take_ready`` has news."""
+        self.on_ready = on_ready
+        if self.wake_r is not None:
+            os.set_blocking(self.wake_r, False)
+        return self.wake_r
 
     def close(self) -> None:
         try:
@@ -256,44 +300,74 @@ class BackendTable:
         return self.w[group.hbase + G_WAITING]
 
     def enqueue(self, group: Group, mask: int) -> int | None:
-        """A queue record for this process, or None if the queue is full."""
+        """A queue record for this process (its ticket is ``ticket_of``), or None
+        if the queue is full."""
         w = self.w
-        for rec in range(group.qcap):
-            base = group.qbase + rec * group.qsize
-            if w[base + Q_TICKET] == 0:
-                w[group.hbase + G_NEXT_TICKET] += 1
-                w[base + Q_TICKET] = w[group.hbase + G_NEXT_TICKET]
-                w[base + Q_OWNER] = self.slot
-                w[base + Q_GRANT] = 0
-                for k in range(group.mask_words):
-                    w[base + Q_FIXED + k] = (mask >> (63 * k)) & ((1 << 63) - 1)
-                w[group.hbase + G_WAITING] += 1
-                if rec + 1 > w[group.hbase + G_HIGH]:
-                    w[group.hbase + G_HIGH] = rec + 1
-                return rec
-        return None
+        hb = group.hbase
+        ticket = w[hb + G_NEXT_TICKET] + 1
+        rec = (ticket - 1) % group.qcap
+        base = group.qbase + rec * group.qsize
+        if w[base + Q_TICKET]:
+            return None  # the ticket qcap before this one still holds the record
+        w[hb + G_NEXT_TICKET] = ticket
+        w[base + Q_TICKET] = ticket
+        w[base + Q_OWNER] = self.slot
+        w[base + Q_GRANT] = 0
+        for k in range(group.mask_words):
+            w[base + Q_FIXED + k] = (mask >> (63 * k)) & ((1 << 63) - 1)
+        w[hb + G_WAITING] += 1
+        return rec
+
+    def ticket_of(self, group: Group, rec: int) -> int:
+        return self.w[group.qbase + rec * group.qsize + Q_TICKET]
 
     def free(self, group: Group, rec: int) -> None:
         """Forget a record; if it was still waiting, it leaves the queue."""
+        w = self.w
         base = group.qbase + rec * group.qsize
-        if self.w[base + Q_TICKET] and self.w[base + Q_GRANT] == 0:
-            self.w[group.hbase + G_WAITING] -= 1
-        self.w[base + Q_TICKET] = 0
-        self.w[base + Q_GRANT] = 0
+        ticket = w[base + Q_TICKET]
+        if ticket and w[base + Q_GRANT] == 0:
+            w[group.hbase + G_WAITING] -= 1
+        w[base + Q_TICKET] = 0
+        w[base + Q_GRANT] = 0
+        if ticket == w[group.hbase + G_TAIL]:
+            self._advance_tail(group)
+
+    def _advance_tail(self, group: Group) -> None:
+        w = self.w
+        hb = group.hbase
+        tail, last = w[hb + G_TAIL], w[hb + G_NEXT_TICKET]
+        while tail <= last and self.ticket_of(group, (tail - 1) % group.qcap) != tail:
+            tail += 1
+        w[hb + G_TAIL] = tail
+
+    def held(self, group: Group) -> Iterator[int]:
+        """Records that hold a ticket (waiting, or granted and not yet collected),
+        in arrival order."""
+        w = self.w
+        for ticket in range(w[group.hbase + G_TAIL], w[group.hbase + G_NEXT_TICKET] + 1):
+            rec = (ticket - 1) % group.qcap
+            if self.ticket_of(group, rec) == ticket:
+                yield rec
 
     def head(self, group: Group) -> int | None:
         """The waiting record that came first."""
-        if not self.w[group.hbase + G_WAITING]:
-            return None
-        best = None
-        best_ticket = 0
         w = self.w
-        for rec in range(w[group.hbase + G_HIGH]):
+        hb = group.hbase
+        if not w[hb + G_WAITING]:
+            w[hb + G_HEAD] = w[hb + G_NEXT_TICKET] + 1
+            return None
+        ticket, last = w[hb + G_HEAD], w[hb + G_NEXT_TICKET]
+        while ticket <= last:  # every ticket before G_HEAD is granted or freed
+            rec = (ticket - 1) % group.qcap
             base = group.qbase + rec * group.qsize
-            ticket = w[base + Q_TICKET]
-            if ticket and w[base + Q_GRANT] == 0 and (best is None or ticket < best_ticket):
-                best, best_ticket = rec, ticket
-        return best
+            if w[base + Q_TICKET] == ticket and w[base + Q_GRANT] == 0:
+                w[hb + G_HEAD] = ticket
+                return rec
+            ticket += 1
+        w[hb + G_WAITING] = 0  # (cannot happen: the count said someone waits)
+        w[hb + G_HEAD] = ticket
+        return None
 
     def grant(self, group: Group, rec: int, value: int) -> None:
         """Lock held: answer the waiting record (member index + 1, or -1: down)."""
@@ -305,23 +379,92 @@ class BackendTable:
     # -- wake-ups -------------------------------------------------------------------------
 
     def notify(self, group: Group, rec: int, owner: int) -> None:
+        """Lock held: the record's owner must look at it (this process: at once)."""
         if owner == self.slot:
-            with self._local_lock:
-                event = self._local.get((group.index, rec))
-            if event is not None:
-                event.set()
+            self._deliver(group.index, rec)
             return
+        self._send(owner, group.index, rec)
+
+    def _send(self, owner: int, group: int, rec: int) -> None:
         if 0 <= owner < len(self.wake_fds):
             try:
-                os.write(self.wake_fds[owner], b"!")
-            except (BlockingIOError, OSError):
-                pass  # full pipe: a wake-up is already pending
+                os.write(self.wake_fds[owner], WAKE.pack(group, rec))
+            except BlockingIOError:
+                # A full pipe: the owner will read it and then see this word. Try
+                # once more after setting it, in case the owner emptied the pipe
+                # (and looked at the word) in between.
+                self.w[self._rescan_base + owner] = 1
+                try:
+                    os.write(self.wake_fds[owner], WAKE.pack(*RESCAN))
+                except OSError:
+                    pass
+            except OSError:
+                pass
+
+    def _deliver(self, group: int, rec: int) -> None:
+        """Any thread of this process: a blocking waiter's event, or the listener."""
+        with self._local_lock:
+            event = self._local.get((group, rec))
+            if event is None:
+                self.ready.append((group, rec))
+            wake = self.on_ready
+        if event is not None:
+            event.set()
+        elif wake is not None:
+            wake()
+
+    def _deliver_all(self) -> None:
+        with self._local_lock:
+            events = list(self._local.values())
+            self.ready.append(None)
+            wake = self.on_ready
+        for event in events:
+            event.set()
+        if wake is not None:
+            wake()
+
+    def take_ready(self) -> list[tuple[int, int] | None]:
+        """Listener: the records answered since the last call (None: all)."""
+        with self._local_lock:
+            ready, self.ready = self.ready, []
+        return ready
+
+    def read_wakes(self) -> bool:
+        """Read this child's wake-up pipe (listener, or the wake thread) and deliver
+        what it names. False at EOF or on an error."""
+        assert self.wake_r is not None
+        try:
+            data = os.read(self.wake_r, 65536)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        data = self._partial + data
+        whole = len(data) - len(data) % WAKE.size
+        self._partial = data[whole:]
+        everything = False
+        rescan = self._rescan_base + self.slot
+        if self.slot >= 0 and self.w[rescan]:
+            self.w[rescan] = 0
+            everything = True
+        for group, rec in WAKE.iter_unpack(data[:whole]):
+            if (group, rec) == RESCAN:
+                everything = True
+            else:
+                self._deliver(group, rec)
+        if everything:
+            self._deliver_all()
+        return True
 
     def register(self, group: Group, rec: int) -> threading.Event:
+        """A blocking waiter (no listener takes this process's wake-ups)."""
         event = threading.Event()
         with self._local_lock:
             self._local[(group.index, rec)] = event
-            if self._wake_thread is None and self.wake_r is not None:
+            if (self._wake_thread is None and self.wake_r is not None
+                    and self.on_ready is None):
                 self._wake_thread = threading.Thread(target=self._wake_loop,
                                                      name="queue-wake", daemon=True)
                 self._wake_thread.start()
@@ -332,21 +475,10 @@ class BackendTable:
             self._local.pop((group.index, rec), None)
 
     def _wake_loop(self) -> None:
-        """A thread of its own in a child: another process answered one of our queue
-        records; every local waiter looks at its record again."""
-        assert self.wake_r is not None
-        while True:
-            try:
-                if not os.read(self.wake_r, 4096):
-                    return
-            except InterruptedError:
-                continue
-            except OSError:
-                return
-            with self._local_lock:
-                events = list(self._local.values())
-            for event in events:
-                event.set()
+        """A thread of its own in a process without a listener: another process
+        answered one of our queue records."""
+        while self.read_wakes():
+            pass
 
     # -- the arbiter's cleanup ------------------------------------------------------------
 
@@ -355,6 +487,7 @@ class BackendTable:
         drop its queue records, and hand the freed slots on. Returns the number
         of in-flight requests it had not given back."""
         leaked = 0
+        waiting = False
         n = len(self.specs)
         for group in self.groups.values():
             with self.locked(group):
@@ -365,17 +498,17 @@ class BackendTable:
                         leaked += held
                         self.w[i] = 0
                         self.w[worker * W_FIELDS + INFLIGHT] -= held
-                for rec in range(self.w[group.hbase + G_HIGH]):
-                    if self.q(group, rec, Q_TICKET) and self.q(group, rec, Q_OWNER) == slot:
+                for rec in list(self.held(group)):
+                    if self.q(group, rec, Q_OWNER) == slot:
                         self.free(group, rec)
-                waiting = self.waiting(group)
-            if waiting and leaked:
-                # the head of the queue, in whatever child, takes the freed slots
-                for fd in self.wake_fds:
-                    try:
-                        os.write(fd, b"!")
-                    except OSError:
-                        pass
+                waiting = waiting or bool(self.waiting(group))
+        if 0 <= slot < self.slots:
+            self.w[self._rescan_base + slot] = 0  # a new child starts afresh
+        if waiting:
+            # the head of each queue, in whatever child, takes the freed slots
+            for owner in range(len(self.wake_fds)):
+                if owner != slot:
+                    self._send(owner, *RESCAN)
         return leaked
 
     # -- reading ---------------------------------------------------------------------------

@@ -41,14 +41,23 @@ lbmethods:
 
 ``max=N`` caps a member's requests in flight across the whole server. When the
 chosen set has usable members but all are at their cap, the request joins the
-balancer's FIFO queue in the shared table (``backend_table``) and waits, up to
-the balancer ``timeout``, for a slot on any of them: a finishing request, in any
-child, hands its slot straight to the head of the queue. A waiter holds its
-worker thread: the queue is bounded by the server's worker threads, and a waiter
-polls its client every ``GONE_POLL`` seconds and leaves the queue if the client
-hung up (so a dropped client frees its place within that time).
+balancer's FIFO queue in the shared table (``backend_table``), for up to the
+balancer ``timeout``, for a slot on any of them: a finishing request, in any
+child, hands its slot straight to the head of the queue.
 
-Thread model: any worker thread calls ``acquire``/``release``/``mark_failed``;
+A waiting request holds no thread (``acquire(park=True)``): it gets a ``Parked``
+token, the worker hands its connection back to the listener, which watches the
+client (a hang-up drops the record: ``abandon``) and the deadline, and looks at the
+record when the table wakes it (``settle``); a granted member is then used by a
+worker without a second acquire. So the queue is bounded by the server's
+connections (and ``backend_table.QUEUE_LIMIT``), not its threads, and requests to
+other backends never wait behind it. ``poke`` (the listener, every
+``GONE_POLL`` while it has waiters) hands out slots that opened without a release
+(a member's ``retry`` over, a health check passed). Without ``park`` (tests,
+tools) ``acquire`` blocks, polling ``gone()`` every ``GONE_POLL``.
+
+Thread model: any worker thread calls ``acquire``/``release``/``mark_failed``, the
+listener ``settle``/``abandon``/``poke``;
 the shared words of a balancer are read and written under its table lock (held
 for a list walk, never across I/O or a wait). ``Member`` objects are immutable
 views (config plus the index of its shared record).
@@ -68,7 +77,7 @@ from proxympm.proxy import backend_table as bt
 from proxympm.proxy.backend_table import AddressMarks, BackendTable, ErrorState, WorkerSpec, now_us
 from proxympm.proxy.routing import Target, parse_target
 
-GONE_POLL = 0.25  # seconds between client checks while queued
+GONE_POLL = 0.25  # seconds between client checks (and pokes) while queued
 EWMA_TAU_US = 10_000_000  # peak-EWMA decay time constant
 
 
@@ -136,6 +145,34 @@ _DOWN = "down"
 _FULL = "full"
 
 
+class Parked:
+    """A request waiting in a queue without a thread: its record, and what its
+    exchange needs to go on (``excluded``/``failed`` member masks, ``tries``;
+    ``context``: the worker's). ``result`` is set when the wait is over."""
+
+    __slots__ = ("balancer", "rec", "ticket", "excluded", "failed", "tries", "deadline",
+                 "wait", "result", "context")
+
+    def __init__(self, balancer: Balancer, rec: int, ticket: int, excluded: int,
+                 deadline: float) -> None:
+        self.balancer = balancer
+        self.rec = rec
+        self.ticket = ticket
+        self.excluded = excluded
+        self.failed = 0
+        self.tries = 0
+        self.deadline = deadline  # monotonic
+        self.wait = 0.0  # a capped plain worker's ``acquire`` (for its log line)
+        self.result: Member | Verdict | None = None
+        self.context: tuple | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        group = self.balancer.group
+        assert group is not None
+        return group.index, self.rec
+
+
 def specs_for(config: BalancerConfig) -> list[WorkerSpec]:
     return [WorkerSpec(config.name, m.url, m.params.max, m.params.status, m.params.route,
                        m.params.lbset, m.params.loadfactor) for m in config.members]
@@ -185,12 +222,17 @@ class Balancer:
 
     @property
     def waiters(self) -> list[int]:
-        """Queue records waiting now (for tests and the status page)."""
+        """Queue records waiting now, in arrival order (for tests)."""
         if self.group is None:
             return []
         t = self.table
-        return [r for r in range(self.group.qcap)
-                if t.q(self.group, r, bt.Q_TICKET) and t.q(self.group, r, bt.Q_GRANT) == 0]
+        with t.locked(self.group):
+            return [r for r in t.held(self.group) if t.q(self.group, r, bt.Q_GRANT) == 0]
+
+    @property
+    def queued(self) -> int:
+        """How many wait now, server-wide (for the status page)."""
+        return self.table.waiting(self.group) if self.group is not None else 0
 
     # -- selection (lock held) ------------------------------------------------------
 
@@ -326,13 +368,15 @@ class Balancer:
     # -- acquire / release -----------------------------------------------------------
 
     def acquire(self, excluded: Iterable[Member] | int = (), deadline: float | None = None,
-                gone: Callable[[], bool] | None = None) -> Member | Verdict:
+                gone: Callable[[], bool] | None = None,
+                park: bool = False) -> Member | Verdict | Parked:
         """A member for one attempt (its in-flight count taken), or why there is none.
 
         ``excluded``: members (or a bitmask of them) this request may not use.
-        Waits in the FIFO queue, until ``deadline`` (monotonic), when the set to use
-        is at its ``max``. ``gone()`` is polled meanwhile; if it says the client left,
-        the queue record is dropped and ``ClientGone`` raised."""
+        When the set to use is at its ``max`` the request joins the FIFO queue until
+        ``deadline`` (monotonic). ``park``: return a ``Parked`` token at once (the
+        caller's listener waits; see ``settle``). Else wait here, polling ``gone()``;
+        if it says the client left, the record is dropped and ``ClientGone`` raised."""
         if self.group is None:
             return Verdict(_DOWN, 1)
         mask = excluded if isinstance(excluded, int) else _mask(excluded)
@@ -350,7 +394,9 @@ class Balancer:
                 return self._busy_verdict()
             rec = table.enqueue(group, mask)
             if rec is None:
-                return self._busy_verdict()  # more waiters than the server has threads
+                return self._busy_verdict()  # the ring is full (qcap records held)
+            if park:
+                return Parked(self, rec, table.ticket_of(group, rec), mask, deadline)
             event = table.register(group, rec)
         try:
             while True:
@@ -398,10 +444,64 @@ class Balancer:
         finally:
             table.unregister(group, rec)
 
-    def _choose_or_recover(self, mask: int, now: int, commit: bool = True) -> Member | str:
-        got = self._choose(mask, now, commit)
+    # -- a parked request (listener thread) --------------------------------------------
+
+    def settle(self, token: Parked, timed_out: bool = False) -> Member | Verdict | None:
+        """Is the wait of ``token`` over? The member it was given (its in-flight count
+        already taken), a verdict (every member down; ``timed_out``: busy), or None:
+        it keeps waiting. Its record is freed when the answer is not None."""
+        table, group = self.table, self.group
+        assert group is not None
+        with table.locked(group):
+            now = now_us()
+            rec = token.rec
+            if table.ticket_of(group, rec) != token.ticket:
+                return self._busy_verdict()  # (cannot happen: only the reaper drops records)
+            grant = table.q(group, rec, bt.Q_GRANT)
+            if grant > 0:
+                table.free(group, rec)
+                return self.members[grant - 1 - group.first]
+            if grant < 0:
+                table.free(group, rec)
+                return self._down_verdict(now)
+            if not timed_out:
+                return None
+            was_head = table.head(group) == rec
+            table.free(group, rec)
+            if was_head:
+                self._dispatch(now)
+            return self._busy_verdict()
+
+    def abandon(self, token: Parked) -> None:
+        """The client of ``token`` went away: its record leaves the queue, and a
+        member it was given meanwhile goes to the next in line."""
+        table, group = self.table, self.group
+        assert group is not None
+        with table.locked(group):
+            if table.ticket_of(group, token.rec) != token.ticket:
+                return
+            grant = table.q(group, token.rec, bt.Q_GRANT)
+            was_head = grant == 0 and table.head(group) == token.rec
+            table.free(group, token.rec)
+            if grant > 0:
+                table.give_back(grant - 1)
+            if grant > 0 or was_head:
+                self._dispatch(now_us())
+
+    def poke(self) -> None:
+        """Hand out slots that opened without a release (a member's retry is over,
+        a health check passed, forcerecovery), to whoever waits first."""
+        table, group = self.table, self.group
+        if group is None or not table.waiting(group):
+            return
+        with table.locked(group):
+            self._dispatch(now_us(), recover=True)
+
+    def _choose_or_recover(self, mask: int, now: int, commit: bool = True,
+                           slot: int | None = None) -> Member | str:
+        got = self._choose(mask, now, commit, slot)
         if got == _DOWN and self.settings.forcerecovery and self._force_recovery(mask, now):
-            got = self._choose(mask, now, commit)
+            got = self._choose(mask, now, commit, slot)
         return got
 
     def _force_recovery(self, mask: int, now: int) -> bool:
@@ -475,9 +575,10 @@ class Balancer:
 
     # -- internals (lock held) ---------------------------------------------------------
 
-    def _dispatch(self, now: int) -> None:
+    def _dispatch(self, now: int, recover: bool = False) -> None:
         """Give free slots to waiters, in arrival order, whatever child they are in;
-        stop at the first that must keep waiting (first come, first served)."""
+        stop at the first that must keep waiting (first come, first served).
+        ``recover``: forcerecovery applies (as when the head chose for itself)."""
         t, group = self.table, self.group
         assert group is not None
         while True:
@@ -486,7 +587,8 @@ class Balancer:
                 return
             mask = t.q_mask(group, rec)
             owner = t.q(group, rec, bt.Q_OWNER)
-            got = self._choose(mask, now, slot=owner)
+            got = (self._choose_or_recover(mask, now, slot=owner) if recover
+                   else self._choose(mask, now, slot=owner))
             if isinstance(got, Member):
                 t.grant(group, rec, got.index + 1)
             elif got == _DOWN:

@@ -12,7 +12,8 @@ upstream failures lives there.
 
 A ``balancer://`` route (``_balanced``) picks a member per attempt from
 ``proxympm.proxy.balancer`` (its sticky-session member if the request names one;
-maybe waiting in the server-wide ``max`` queue), runs one attempt on it, and goes
+maybe waiting in the server-wide ``max`` queue: with ``may_park`` the wait is not
+here but in the listener, see ``Outcome.parked``), runs one attempt on it, and goes
 to another member only when the failed attempt was safe to repeat (``_attempt``'s
 second result): nothing sent, or nothing answered to a replayable request. A plain
 route with ``max`` (``_capped``) waits the same way for a slot of its one backend.
@@ -44,7 +45,7 @@ from proxympm.http.response import Response, read_response_head
 from proxympm.http.serialize import HeaderInjection, error_response
 from proxympm.proxy import upstream
 from proxympm.proxy.backend_table import AddressMarks
-from proxympm.proxy.balancer import Balancer, Member, Verdict, session_route
+from proxympm.proxy.balancer import Balancer, Member, Parked, Verdict, session_route
 from proxympm.proxy.header_rules import error_headers
 from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.metrics import BackendStats
@@ -108,6 +109,9 @@ class Outcome:
     stream: StreamSpec | None = None  # a streaming body the listener relays from here
     reused: bool = False  # the (last) upstream connection came from the pool
     head_after: float | None = None  # seconds from the attempt's start to the response head
+    # The request waits in a ``max`` queue: nothing was sent, the caller hands the
+    # connection to the listener and calls ``forward`` again with this token.
+    parked: Parked | None = None
 
 
 class UpstreamFailure(Exception):
@@ -182,15 +186,20 @@ class Exchange:
                 body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
                 host_cfg: HostConfig,
                 target: Target, params: WorkerParams, upstream_path: bytes,
-                client_keepalive: bool, resume: _Flow | None = None) -> Outcome:
+                client_keepalive: bool, resume: _Flow | None = None,
+                parked: Parked | None = None, may_park: bool = False) -> Outcome:
         """One proxied request. ``resume``: an inline exchange the listener began
-        (``start_inline``) and could not finish without blocking; continue it."""
+        (``start_inline``) and could not finish without blocking; continue it.
+        ``may_park``: a wait in a ``max`` queue returns ``Outcome(parked=token)``
+        instead of blocking; ``parked``: that token, its wait over (``result``)."""
         if target.balancer is not None:
             return self._balanced(client, peer, req, body, body_parts, body_file, host_cfg,
-                                  target.balancer, params, upstream_path, client_keepalive)
+                                  target.balancer, params, upstream_path, client_keepalive,
+                                  parked, may_park)
         if target.capped is not None:
             return self._capped(client, peer, req, body, body_parts, body_file, host_cfg,
-                                target, params, upstream_path, client_keepalive)
+                                target, params, upstream_path, client_keepalive,
+                                parked, may_park)
         return self._attempt(client, peer, req, body, body_parts, body_file, host_cfg,
                              target, params, upstream_path, client_keepalive,
                              resume=resume)[0]
@@ -198,13 +207,23 @@ class Exchange:
     def _capped(self, client: ClientSide, peer: tuple[str, int], req: Request,
                 body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
                 host_cfg: HostConfig, target: Target, params: WorkerParams,
-                upstream_path: bytes, client_keepalive: bool) -> Outcome:
+                upstream_path: bytes, client_keepalive: bool, parked: Parked | None = None,
+                may_park: bool = False) -> Outcome:
         """A plain ProxyPass with ``max=N``: wait (FIFO, server-wide) for one of its N
         slots, up to ``acquire`` (default: the worker's timeout); then 503."""
         group = target.capped
         assert group is not None
         wait = params.acquire or params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
-        got = group.acquire(0, time.monotonic() + wait, _client_gone_probe(client))
+        got: Member | Verdict | Parked | None
+        if parked is not None:
+            got = parked.result
+            assert got is not None
+        else:
+            got = group.acquire(0, time.monotonic() + wait, _client_gone_probe(client),
+                                park=may_park)
+            if isinstance(got, Parked):
+                got.wait = wait
+                return Outcome(parked=got)
         if isinstance(got, Verdict):
             if got.reason == "busy":
                 self.log.error("proxy", f"AH00940: {target.name}: no free slot (max="
@@ -226,13 +245,23 @@ class Exchange:
     def _balanced(self, client: ClientSide, peer: tuple[str, int], req: Request,
                   body: BodyDecoder, body_parts: list[bytes], body_file: BodyFile | None,
                   host_cfg: HostConfig, balancer: Balancer, route_params: WorkerParams,
-                  upstream_path: bytes, client_keepalive: bool) -> Outcome:
+                  upstream_path: bytes, client_keepalive: bool, parked: Parked | None = None,
+                  may_park: bool = False) -> Outcome:
         """One request through a balancer: pick a member (maybe after queueing),
-        forward, and on a failure that is safe to repeat, go to another member."""
+        forward, and on a failure that is safe to repeat, go to another member.
+        A failover may queue (and park) too: its deadline is the first one's."""
         settings = balancer.settings
-        deadline = time.monotonic() + settings.timeout
-        excluded = failed = 0  # bitmasks of members: not to use now / that failed
-        if settings.stickysession:
+        got: Member | Verdict | Parked | None = None
+        if parked is not None:  # back from the listener: the wait is over
+            deadline, excluded, failed, tries = (parked.deadline, parked.excluded,
+                                                 parked.failed, parked.tries)
+            got = parked.result
+            assert got is not None
+        else:
+            deadline = time.monotonic() + settings.timeout
+            excluded = failed = 0  # bitmasks of members: not to use now / that failed
+            tries = 0
+        if parked is None and settings.stickysession:
             route = session_route(settings, req.target,
                                   [v for n, (_, v) in zip(req.lnames, req.headers, strict=True)
                                    if n == b"cookie"])
@@ -241,10 +270,13 @@ class Exchange:
                 self.log.error("proxy", f"AH01167: {balancer.name}: the member of route "
                                f"{route} is unusable and nofailover is On", peer)
                 return self._unavailable(client, req, body, balancer.name, refused)
-        tries = 0
         gone = _client_gone_probe(client)
         while True:
-            got = balancer.acquire(excluded, deadline, gone)
+            if got is None:
+                got = balancer.acquire(excluded, deadline, gone, park=may_park)
+            if isinstance(got, Parked):
+                got.failed, got.tries = failed, tries
+                return Outcome(parked=got)
             if isinstance(got, Verdict):
                 if got.reason == "down":
                     self.log.error("proxy", f"AH01170: {balancer.name}: All workers are in "
@@ -274,6 +306,7 @@ class Exchange:
                 excluded = failed  # a sticky session fails over like any request
                 self.log.info("proxy", f"{balancer.name}: {member.name} failed; trying "
                               "another member", peer)
+                got = None
                 continue
             if out.error == 503:
                 verdict = balancer.state(excluded)

@@ -52,21 +52,33 @@ def test_gunicorn_sync_workers_behind_a_server_wide_max(
 </Proxy>
 ProxyPass /app/ balancer://gun/
 """, g=gun.port, wait_children=2)
-    with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        responses = list(pool.map(
-            lambda i: requests.get(f"{proxy.url}/app/slow/1?i={i}", timeout=60), range(20)))
-    assert [r.status_code for r in responses] == [200] * 20
-    intervals = [(float(r.headers["X-App-Start"]), float(r.headers["X-App-End"]))
-                 for r in responses]
-    assert peak_overlap(intervals) <= 2
-    by_pid: dict[str, list[tuple[float, float]]] = {}
-    for r, iv in zip(responses, intervals, strict=True):
-        by_pid.setdefault(r.headers["X-App-Pid"], []).append(iv)
-    assert len(by_pid) == 2
-    assert all(peak_overlap(ivs) == 1 for ivs in by_pid.values())
-    waited = [int(r.headers["X-App-Waited-Ms"]) for r in responses]
-    assert max(waited) < 500, f"requests sat in gunicorn's accept queue: {waited}"
-    assert len(_serving_pids(proxy)) == 2, "both proxympm children served"
+    # A queued request holds no worker thread, so nothing makes a child stop
+    # accepting while its requests queue: which child takes a burst is the kernel's
+    # choice. The cap must hold across children, so a burst that one child took
+    # whole is sent again (at most twice more).
+    spread = False
+    for _ in range(3):
+        seen = len(proxy.access_log().splitlines())
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            responses = list(pool.map(
+                lambda i: requests.get(f"{proxy.url}/app/slow/0.5?i={i}", timeout=60),
+                range(20)))
+        assert [r.status_code for r in responses] == [200] * 20
+        intervals = [(float(r.headers["X-App-Start"]), float(r.headers["X-App-End"]))
+                     for r in responses]
+        assert peak_overlap(intervals) <= 2
+        by_pid: dict[str, list[tuple[float, float]]] = {}
+        for r, iv in zip(responses, intervals, strict=True):
+            by_pid.setdefault(r.headers["X-App-Pid"], []).append(iv)
+        assert len(by_pid) == 2
+        assert all(peak_overlap(ivs) == 1 for ivs in by_pid.values())
+        waited = [int(r.headers["X-App-Waited-Ms"]) for r in responses]
+        assert max(waited) < 250, f"requests sat in gunicorn's accept queue: {waited}"
+        lines = proxy.access_log().splitlines()[seen:]
+        if len({line.split()[0] for line in lines if line.strip()}) == 2:
+            spread = True
+            break
+    assert spread, "both proxympm children served"
 
 
 def test_queue_timeout_is_503_with_retry_after_in_every_child(

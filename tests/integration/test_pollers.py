@@ -3,7 +3,10 @@ selectors fallback (kqueue runs on BSD/macOS only and is not reachable here)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
+import re
+import socket
 import time
 from collections.abc import Callable
 
@@ -63,3 +66,49 @@ def test_write_completion_to_a_slow_reader(proxy: Proxy) -> None:
         assert requests.get(f"{proxy.url}/meanwhile", timeout=5).status_code == 200
         r = slow.read_response()
         assert r.status == 200 and hashlib.sha256(r.body).hexdigest() == pattern_sha256(n)
+
+
+def _queued(proxy: Proxy, group: str) -> int:
+    page = requests.get(f"{proxy.url}/metrics", timeout=5).text
+    found = re.search(r'proxympm_balancer_member_queued\{balancer="' + re.escape(group)
+                      + r'"[^}]*\} (\d+)', page)
+    assert found, page
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("poller", ["epoll", "selectors"])
+def test_queued_requests_wait_without_a_thread_and_may_leave(
+    poller: str, monkeypatch: pytest.MonkeyPatch, proxympm: Callable[..., Proxy],
+    backend: Backend,
+) -> None:
+    """A capped plain backend: more requests queue than the child has threads; one
+    whose client hangs up leaves the queue (EPOLLRDHUP, or a poll of each queued
+    client where the poller cannot wait for a hang-up alone); the rest are served."""
+    monkeypatch.setenv("PROXYMPM_POLLER", poller)
+    proxy = proxympm(CONF.replace('ProxyPass "/" "http://127.0.0.1:{b}/"', """
+ProxyPass /metrics !
+<Location "/metrics">
+    SetHandler metrics
+</Location>
+ProxyPass /c/ http://127.0.0.1:{b}/ max=1 acquire=30s
+"""), b=backend.port)
+    group = f"http://127.0.0.1:{backend.port}"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        held = pool.submit(requests.get, f"{proxy.url}/c/slow/1", timeout=20)
+        backend.wait_for_requests(1)
+        waiting = [pool.submit(requests.get, f"{proxy.url}/c/w{i}", timeout=20)
+                   for i in range(3)]
+        leaves = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
+        leaves.sendall(b"GET /c/gone HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while _queued(proxy, group) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        leaves.close()
+        while _queued(proxy, group) > 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert held.result().status_code == 200
+        assert [f.result().status_code for f in waiting] == [200] * 3
+    assert "/gone" not in [q.path for q in backend.requests]
+    assert backend.max_concurrent == 1

@@ -138,6 +138,34 @@ def fd_count(pid: int) -> int:
         return 0
 
 
+def tcp_owner(server_port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the accepted end (IPv4 loopback) of the connection a
+    client made from ``client_port`` to ``server_port``: for tests that must know
+    which child of a server took a connection."""
+    inode = None
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if (fields[1].endswith(f":{server_port:04X}")
+                    and fields[2].endswith(f":{client_port:04X}")):
+                inode = fields[9]
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
 def rss_kib(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:

@@ -280,10 +280,16 @@ class Child:
         gc.freeze()  # long-lived setup objects leave the collector's generations
         self.error_log.info("mpm", f"child {os.getpid()} serving with "
                             f"{len(self.workers)} worker threads on {self.listener.poller.name}")
-        trimmer = MemoryTrimmer(self.listener.done_counters, time.monotonic())
+        listener = self.listener
+        # requests finished: by workers, and inline by the listener (most small ones)
+        trimmer = MemoryTrimmer(lambda: listener.done_counters() + listener.inline_done,
+                                time.monotonic())
         while self.stop_request is None and self.listener.thread.is_alive():
             self._report()
-            trimmer.tick(self.listener.outstanding(), time.monotonic())
+            if trimmer.tick(listener.outstanding() + len(listener.upstreams),
+                            time.monotonic()):
+                self.error_log.debug("mpm", f"free memory returned to the system "
+                                     f"(malloc_trim, {trimmer.trims} so far)")
             try:
                 ready, _, _ = select.select([self.pod_r, wake_r], [], [], REPORT_EVERY)
             except InterruptedError:

@@ -129,6 +129,7 @@ class Listener:
         self.accept_paused = False  # read by workers to decide whether to wake us
         self.dispatched = 0
         self.done_seen = 0  # workers' done count when last summed (outstanding())
+        self.inline_done = 0  # inline exchanges this thread completed (written only here)
         self.stopping = False
         self.graceful = False
         self.listeners_closed = False
@@ -621,6 +622,7 @@ class Listener:
                 self.work_queue.put(conn)
                 return
             then = self.inline.finish_inline(conn)
+            self.inline_done += 1
         except ClientGone:
             self.upstreams.pop(fd, None)
             self.close(conn)

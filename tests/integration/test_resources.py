@@ -339,3 +339,19 @@ def test_soak_mixed_traffic_with_aborts_leaks_nothing(
     # And the server is as good as new.
     with RawClient(proxy.port) as c:
         assert c.request("GET", "/final").status == 200
+
+
+def test_memory_is_returned_after_traffic_the_listener_forwarded_itself(
+        proxympm: Callable[..., Proxy], backend: Backend) -> None:
+    """The child trims freed memory once enough requests went through it, counting the
+    small ones the listener forwards inline (no worker ever sees them)."""
+    proxy = proxympm('LogLevel debug\nProxyPass "/" "http://127.0.0.1:{b}/" retry=0\n',
+                     b=backend.port)
+    with requests.Session() as s:
+        for i in range(1200):  # more than memtrim.TRIM_AFTER_REQUESTS
+            assert s.get(f"{proxy.url}/r{i}", timeout=10).status_code == 200
+    deadline = time.monotonic() + 15
+    while "free memory returned to the system" not in proxy.error_log():
+        assert time.monotonic() < deadline, proxy.error_log()[-2000:]
+        time.sleep(0.1)
+    assert "inline exchange failed" not in proxy.error_log()

@@ -405,13 +405,9 @@ class Balancer:
                 event.clear()
                 with table.locked(group):
                     now = now_us()
-                    grant = table.q(group, rec, bt.Q_GRANT)
-                    if grant > 0:
-                        table.free(group, rec)
-                        return self.members[grant - 1 - group.first]
-                    if grant < 0:
-                        table.free(group, rec)
-                        return self._down_verdict(now)
+                    answer = self._answer(rec, now)
+                    if answer is not None:
+                        return answer
                     if table.head(group) == rec:
                         # e.g. a member's retry expired, or a dead child's slots freed
                         got = self._choose_or_recover(mask, now)
@@ -424,11 +420,7 @@ class Balancer:
                             self._dispatch(now)
                             return self._down_verdict(now)
                     if time.monotonic() >= deadline:
-                        was_head = table.head(group) == rec
-                        table.free(group, rec)
-                        if was_head:
-                            self._dispatch(now)
-                        return self._busy_verdict()
+                        return self._time_out(rec, now)
                 if gone is not None and gone():
                     with table.locked(group):
                         grant = table.q(group, rec, bt.Q_GRANT)
@@ -457,20 +449,35 @@ class Balancer:
             rec = token.rec
             if table.ticket_of(group, rec) != token.ticket:
                 return self._busy_verdict()  # (cannot happen: only the reaper drops records)
-            grant = table.q(group, rec, bt.Q_GRANT)
-            if grant > 0:
-                table.free(group, rec)
-                return self.members[grant - 1 - group.first]
-            if grant < 0:
-                table.free(group, rec)
-                return self._down_verdict(now)
-            if not timed_out:
-                return None
-            was_head = table.head(group) == rec
+            answer = self._answer(rec, now)
+            if answer is not None or not timed_out:
+                return answer
+            return self._time_out(rec, now)
+
+    def _answer(self, rec: int, now: int) -> Member | Verdict | None:
+        """Lock held: what queue record ``rec`` was answered (the member given, or
+        every member down), its record freed; None: not answered yet."""
+        table, group = self.table, self.group
+        assert group is not None
+        grant = table.q(group, rec, bt.Q_GRANT)
+        if grant > 0:
             table.free(group, rec)
-            if was_head:
-                self._dispatch(now)
-            return self._busy_verdict()
+            return self.members[grant - 1 - group.first]
+        if grant < 0:
+            table.free(group, rec)
+            return self._down_verdict(now)
+        return None
+
+    def _time_out(self, rec: int, now: int) -> Verdict:
+        """Lock held: the wait of ``rec`` is over unanswered; it leaves the queue (its
+        successor becomes the head) and the request gets the busy verdict."""
+        table, group = self.table, self.group
+        assert group is not None
+        was_head = table.head(group) == rec
+        table.free(group, rec)
+        if was_head:
+            self._dispatch(now)
+        return self._busy_verdict()
 
     def abandon(self, token: Parked) -> None:
         """The client of ``token`` went away: its record leaves the queue, and a

@@ -321,3 +321,44 @@ ProxyPass /b http://127.0.0.1:3/ max=4 acquire=250
     assert "status=N" in shown
     assert "/b -> http://127.0.0.1:3/ max=4 acquire=0.25" in shown
     assert "ProxyHCExpr ok {%{REQUEST_STATUS} =~ /^2/}" in shown
+
+
+def _closed_loop(b: Balancer, n: int, window: int) -> dict[int, float]:
+    """``n`` picks with ``window`` requests in flight (the oldest finishes first, all
+    members equally fast): each member's share of the picks."""
+    from collections import deque
+
+    seen: Counter[int] = Counter()
+    in_flight: deque[Member] = deque()
+    for _ in range(n):
+        m = b.acquire()
+        seen[port(m)] += 1
+        in_flight.append(m)  # type: ignore[arg-type]
+        if len(in_flight) >= window:
+            b.release(in_flight.popleft(), sent=200, read=800, latency=0.01)
+    while in_flight:
+        b.release(in_flight.popleft(), sent=200, read=800, latency=0.01)
+    return {k: v / n for k, v in seen.items()}
+
+
+@pytest.mark.parametrize(("method", "tolerance"), [
+    ("byrequests", 0.005), ("bytraffic", 0.01), ("p2c", 0.03), ("peakewma", 0.05)])
+def test_every_lbmethod_follows_loadfactor_over_thousands_of_requests(
+        method: str, tolerance: float) -> None:
+    """6,000 requests, 12 in flight, loadfactors 3:2:1, equally fast members."""
+    b = make([{"loadfactor": 3.0}, {"loadfactor": 2.0}, {"loadfactor": 1.0}],
+             lbmethod=method)
+    share = _closed_loop(b, 6000, 12)
+    for member, weight in ((0, 3), (1, 2), (2, 1)):
+        assert abs(share[member] - weight / 6) <= tolerance, (method, share)
+
+
+def test_bybusyness_weighs_only_ties_as_httpd_does() -> None:
+    """httpd's bybusyness compares requests in flight alone; loadfactor breaks ties.
+    So with requests overlapping, equally fast members get equal shares, and with
+    none overlapping it is weighted round robin."""
+    members = [{"loadfactor": 3.0}, {"loadfactor": 2.0}, {"loadfactor": 1.0}]
+    overlapping = _closed_loop(make(members, lbmethod="bybusyness"), 6000, 12)
+    assert all(abs(s - 1 / 3) <= 0.01 for s in overlapping.values()), overlapping
+    one_at_a_time = _closed_loop(make(members, lbmethod="bybusyness"), 6000, 1)
+    assert one_at_a_time == {0: 0.5, 1: 2 / 6, 2: 1 / 6}, one_at_a_time

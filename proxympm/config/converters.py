@@ -194,9 +194,9 @@ def _whole_seconds(value: str, label: str) -> int:
     return int(value)
 
 
-def _on_off(value: str, label: str) -> bool:
+def _on_off(value: str, label: str, directive: str = "ProxyPass") -> bool:
     if value.lower() not in ("on", "off"):
-        raise DirectiveError(f"ProxyPass {label} must be On|Off")
+        raise DirectiveError(f"{directive} {label} must be On|Off")
     return value.lower() == "on"
 
 
@@ -360,6 +360,9 @@ def _upgrade(value: str) -> str:
 
 _LBMETHODS = ("byrequests", "bytraffic", "bybusyness", "p2c", "peakewma")
 _APACHE_ONLY_BALANCER_KEYS = frozenset({"growth", "nonce"})
+# On|Off balancer keys -> the name their error message uses (httpd's wording)
+_BALANCER_SWITCHES = {"nofailover": "failover", "failontimeout": "failontimeout",
+                      "forcerecovery": "forcerecovery", "scolonpathdelim": "scolonpathdelim"}
 
 
 def balancer_params(
@@ -383,14 +386,8 @@ def balancer_params(
                 raise DirectiveError(
                     f"{directive} maximum number of attempts must be a positive number")
             out.append(("maxattempts", int(value)))
-        elif k == "nofailover":
-            if value.lower() not in ("on", "off"):
-                raise DirectiveError(f"{directive} failover must be On|Off")
-            out.append(("nofailover", value.lower() == "on"))
-        elif k == "failontimeout":
-            if value.lower() not in ("on", "off"):
-                raise DirectiveError(f"{directive} failontimeout must be On|Off")
-            out.append(("failontimeout", value.lower() == "on"))
+        elif k in _BALANCER_SWITCHES:
+            out.append((k, _on_off(value, _BALANCER_SWITCHES[k], directive)))
         elif k == "failonstatus":
             codes = []
             for word in value.split(","):
@@ -400,14 +397,6 @@ def balancer_params(
                                          "response codes")
                 codes.append(int(word))
             out.append(("failonstatus", tuple(codes)))
-        elif k == "forcerecovery":
-            if value.lower() not in ("on", "off"):
-                raise DirectiveError(f"{directive} forcerecovery must be On|Off")
-            out.append(("forcerecovery", value.lower() == "on"))
-        elif k == "scolonpathdelim":
-            if value.lower() not in ("on", "off"):
-                raise DirectiveError(f"{directive} scolonpathdelim must be On|Off")
-            out.append(("scolonpathdelim", value.lower() == "on"))
         elif k == "stickysession":
             names = value.split("|")
             if len(names) > 2 or not all(names) or len(value) > 63:
@@ -540,9 +529,7 @@ def srv_marker(directive: str, url: str, pairs: list[tuple[str, str]]) -> list[t
         if key.lower() != "srv":
             rest.append((key, value))
             continue
-        if value.lower() not in ("on", "off"):
-            raise DirectiveError(f"{directive} srv must be On|Off")
-        srv = value.lower() == "on"
+        srv = _on_off(value, "srv", directive)
     parts = urlsplit(url)
     host = parts.hostname or ""
     looks_srv = host.startswith("_")

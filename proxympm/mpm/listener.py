@@ -128,7 +128,7 @@ class Listener:
         self.accepting = False
         self.accept_paused = False  # read by workers to decide whether to wake us
         self.dispatched = 0
-        self.done_seen = 0  # workers' done count when last summed (outstanding())
+        self.done_seen = 0  # workers' done count when this thread last summed it
         self.inline_done = 0  # inline exchanges this thread completed (written only here)
         self.stopping = False
         self.graceful = False
@@ -168,6 +168,11 @@ class Listener:
     # -- admission -----------------------------------------------------------------
 
     def outstanding(self) -> int:
+        """Any thread: requests dispatched to workers and not finished yet."""
+        return self.dispatched - self.done_counters()
+
+    def _outstanding_counted(self) -> int:
+        """``outstanding()``, remembering the workers' count for the bound below."""
         self.done_seen = done = self.done_counters()
         return self.dispatched - done
 
@@ -189,7 +194,7 @@ class Listener:
         busy = self._outstanding_at_most() + others
         if busy >= self.tpc + self.factor * max(0, self.tpc - busy) and (
                 self.dispatched != self.done_seen):
-            busy = self.outstanding() + others  # the bound says no: count exactly
+            busy = self._outstanding_counted() + others  # the bound says no: count exactly
         idle = max(0, self.tpc - busy)
         return busy < self.tpc + self.factor * idle
 
@@ -567,7 +572,7 @@ class Listener:
         if len(self.upstreams) + self._outstanding_at_most() < self.tpc:
             return True
         return (self.dispatched != self.done_seen
-                and len(self.upstreams) + self.outstanding() < self.tpc)
+                and len(self.upstreams) + self._outstanding_counted() < self.tpc)
 
     def _dispatch_waiting(self) -> None:
         """Listener thread: requests that waited for a slot, in arrival order, as

@@ -134,8 +134,10 @@ class Worker:
                 route.target, route.params, upstream_path, keepalive, parked=token,
                 may_park=True,
             )
-            return self._forwarded(conn, host, out, start, keepalive, route, upstream_path,
-                                   client)
+            if out.parked is not None:  # a failover that queues again
+                return self._park(conn, out, host, start, keepalive, route, upstream_path,
+                                  client)
+            return self.conclude(conn, host, out, start, keepalive)
         if conn.inline is not None:  # the listener began it (and maybe sent it upstream)
             flow, host, start, keepalive, route, upstream_path, client = conn.inline
             conn.inline = None
@@ -181,18 +183,17 @@ class Worker:
                     may_park=self.listener.queued is not None,  # else it waits here
                 )
                 if out.parked is not None:
-                    return self._forwarded(conn, host, out, start, keepalive, route,
-                                           upstream_path, client)
+                    return self._park(conn, out, host, start, keepalive, route,
+                                      upstream_path, client)
         return self.conclude(conn, host, out, start, keepalive)
 
-    def _forwarded(self, conn: Connection, host: HostConfig, out: Outcome, start: float,
-                   keepalive: bool, route: Route, upstream_path: bytes,
-                   client: tuple[str, int]) -> bool | None:
-        """After ``forward`` of a request that may wait in a ``max`` queue: if it
-        does, the connection goes to the listener (this thread is free at once)."""
+    def _park(self, conn: Connection, out: Outcome, host: HostConfig, start: float,
+              keepalive: bool, route: Route, upstream_path: bytes,
+              client: tuple[str, int]) -> None:
+        """``forward`` said the request must wait in a ``max`` queue: the connection
+        goes to the listener with what resuming it needs (this thread is free at once)."""
         token = out.parked
-        if token is None:
-            return self.conclude(conn, host, out, start, keepalive)
+        assert token is not None
         token.context = (host, start, keepalive, route, upstream_path, client)
         conn.parked = token
         self.listener.park(conn)

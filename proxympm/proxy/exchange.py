@@ -50,7 +50,7 @@ from proxympm.proxy.header_rules import error_headers
 from proxympm.proxy.headers import upstream_request_head
 from proxympm.proxy.metrics import BackendStats
 from proxympm.proxy.pool import BackendState, Pool, Upstream
-from proxympm.proxy.relay import RelayError, ResponseRelay, StreamSpec
+from proxympm.proxy.relay import RelayError, ResponseRelay, StreamSpec, client_head
 from proxympm.proxy.resolver import AddressSet, Endpoint, Resolver
 from proxympm.proxy.routing import Target, strip_port
 from proxympm.proxy.spool import BodyFile, Spool
@@ -650,12 +650,16 @@ class Exchange:
                 flow.buf += scratch[:n]
                 if relay is None:
                     try:
-                        flow._start_relay()
+                        resp = flow._final_head()
+                        if resp is None:
+                            continue
+                        if flow.whole(resp):
+                            return INLINE_DONE  # finish_inline relays it in one piece
+                        flow._relay(resp)
                     except (HTTPError, HeaderInjection):
                         return INLINE_HANDOFF  # the worker parses it again and answers 502
                     relay = flow.relay
-                    if relay is None:
-                        continue
+                    assert relay is not None
                 try:
                     relay.pump(flow.buf)
                 except RelayError as exc:
@@ -673,7 +677,10 @@ class Exchange:
         assert flow.up is not None and flow.state is not None and flow.params is not None
         target = flow.up.target
         out = Outcome(backend=target.name, client_keepalive=flow.keepalive, reused=True)
-        flow.finish(flow.state, flow.params, flow.timeout, out)
+        if flow.length is not None:
+            flow.finish_whole(out)
+        else:
+            flow.finish(flow.state, flow.params, flow.timeout, out)
         stats = self.stats  # counted once it is over (a handed-off one counts in a worker)
         row = stats.begin(target, None) if stats is not None else None
         if row is not None:
@@ -770,7 +777,8 @@ class _Flow:
     __slots__ = ("ex", "client", "req", "host_cfg", "keepalive", "up", "buf", "relay",
                  "relay_resp", "upload_complete", "upstream_closed", "recv",
                  "send_duplex", "buffering", "addrs", "upgrade", "switched", "state",
-                 "params", "timeout", "unsent", "failed", "timed_out", "order", "started")
+                 "params", "timeout", "unsent", "failed", "timed_out", "order", "started",
+                 "length")
 
     def __init__(self, ex: Exchange, client: ClientSide, req: Request, host_cfg: HostConfig,
                  keepalive: bool, buffering: bool, addrs: AddressSet | None = None) -> None:
@@ -800,6 +808,9 @@ class _Flow:
         self.timed_out = False  # the listener's wait for the upstream ran out
         self.order: Sequence[Endpoint] | None = None  # the addresses picked for it
         self.started = 0.0  # monotonic, when the listener began it (backend latency)
+        # ``whole``: the response's body length, when it is all in ``buf`` (-1: no
+        # Content-Length to send); None: it goes through a ResponseRelay
+        self.length: int | None = None
 
     def resume(self, timeout: float) -> None:
         """Worker: continue an inline exchange where the listener left it."""
@@ -909,17 +920,26 @@ class _Flow:
     # READ_HEAD ------------------------------------------------------------------------
 
     def _start_relay(self) -> None:
+        resp = self._final_head()
+        if resp is not None:
+            self._relay(resp)
+
+    def _final_head(self) -> Response | None:
+        """The final response head from ``buf``, once complete (None: not yet, or a
+        101 that went to ``switched``)."""
         while True:
             resp = read_response_head(self.buf)
             if resp is None:
-                return
+                return None
             if resp.status >= 200:
-                break  # interim 1xx are consumed here: we answered 100-continue ourselves
+                return resp  # interim 1xx are consumed here: we answered 100-continue
             if resp.status == 101:
                 if self.upgrade is None:
                     raise HTTPError(502, "upstream switched protocols unasked")
                 self.switched = resp  # the rest of ``buf`` belongs to the new protocol
-                return
+                return None
+
+    def _relay(self, resp: Response) -> None:
         self.relay = ResponseRelay(
             self.client, resp, self.req, self.host_cfg, self.ex.client_base(self.client, self.req),
             self.ex.server_name, self.keepalive, self.buffering)
@@ -950,6 +970,60 @@ class _Flow:
                 raise UpstreamFailure("read_head", "upstream closed before the response head",
                                       before_response=not self.buf)
             self.buf += data
+
+    # A WHOLE small response (inline exchanges): no relay -----------------------------
+
+    def whole(self, resp: Response) -> bool:
+        """Listener: is ``resp`` (head parsed) complete in ``buf``, with a size known
+        from its head? Then it needs no ResponseRelay: ``finish_whole`` sends it with
+        its head in one piece. The framing is ``response_body``'s and the relay's."""
+        if self.req.method == b"HEAD" or resp.status in (204, 304):
+            self.length = -1 if resp.content_length is None or self.req.method != b"HEAD" \
+                else resp.content_length
+        elif resp.chunked or resp.content_length is None or len(self.buf) < resp.content_length:
+            return False
+        else:
+            self.length = resp.content_length
+        self.relay_resp = resp
+        return True
+
+    def finish_whole(self, out: Outcome) -> None:
+        """Listener: the response ``whole`` found complete goes to the client (what
+        its socket does not take now, to write completion), the upstream connection
+        back to the pool."""
+        resp, up, buf = self.relay_resp, self.up, self.buf
+        assert resp is not None and up is not None and self.length is not None
+        size = self.length if self.length > 0 and self.req.method != b"HEAD" else 0
+        if size == len(buf):
+            body = bytes(buf)
+            buf.clear()
+        else:  # more than the response: the connection is not pooled
+            body = bytes(buf[:size])
+            del buf[:size]
+        if self._poolable(self.params) and not buf:  # type: ignore[arg-type]
+            self._release(self.state)  # type: ignore[arg-type]
+        else:
+            up.sock.close()
+        self.up = None
+        try:
+            head, headers = client_head(
+                self.client, resp, self.req, self.host_cfg,
+                self.ex.client_base(self.client, self.req), self.ex.server_name,
+                self.keepalive, None if self.length < 0 else self.length, False)
+        except HeaderInjection as exc:
+            self.ex.log.error("proxy", f"AH01102: invalid response from "
+                              f"{up.target.name}: {exc}")
+            out.error = 502
+            return
+        data = head + body if body else head
+        out.status = resp.status
+        out.headers = headers
+        out.body_bytes = size
+        out.bytes_out = len(data)
+        rest = self.client.send_some(data)  # ClientGone: the caller closes the client
+        if rest:
+            out.spool = spool = Spool()
+            spool.append(rest)
 
     # SWITCHED (101): the 101 goes to the client, the sockets to the listener --------
 

@@ -52,6 +52,29 @@ class RelayError(Exception):
     """The upstream response body is broken: the client connection must be aborted."""
 
 
+def client_head(client: object, resp: Response, req: Request, host_cfg: HostConfig,
+                client_base: bytes, server_name: bytes, keepalive: bool, length: int | None,
+                rechunk: bool) -> tuple[bytes, Headers]:
+    """The client's response head and its fields: the upstream's, rewritten
+    (client_response_headers, Header rules), then our framing: ``length`` as
+    Content-Length, else chunked if ``rechunk``; Connection: close unless
+    ``keepalive``. HeaderInjection (a rewritten value) propagates: nothing has been
+    sent yet, the caller answers 502. Copied fields were validated by the parser."""
+    headers: Headers = client_response_headers(
+        resp, host_cfg, host_cfg.reverse_rules, client_base, server_name)
+    rules = getattr(client, "rules", None)
+    if rules is not None and (rules.response or rules.always):
+        headers = apply_response(rules, headers, req.headers,
+                                 client.rule_env())  # type: ignore[attr-defined]
+    if length is not None:
+        headers.append((b"Content-Length", b"%d" % length))
+    elif rechunk:
+        headers.append((b"Transfer-Encoding", b"chunked"))
+    if not keepalive:
+        headers.append((b"Connection", b"close"))
+    return join_head(status_line(resp.status, resp.reason or None), headers), headers
+
+
 class ResponseRelay:
     __slots__ = ("client", "decoder", "rechunk", "pending", "pending_len", "sent_any",
                  "timeout", "spool",
@@ -70,25 +93,11 @@ class ResponseRelay:
             keepalive = False  # close-delimited for an HTTP/1.0 client
         self.keepalive = keepalive
         self.rechunk = req.version == b"1.1" and not sized
-        headers: Headers = client_response_headers(
-            resp, host_cfg, host_cfg.reverse_rules, client_base, server_name)
-        rules = getattr(client, "rules", None)
-        if rules is not None and (rules.response or rules.always):
-            headers = apply_response(rules, headers, req.headers,
-                                     client.rule_env())  # type: ignore[attr-defined]
-        if isinstance(self.decoder, LengthBody) or (
-                req.method == b"HEAD" and resp.content_length is not None):
-            headers.append((b"Content-Length", b"%d" % (resp.content_length or 0)))
-        elif self.rechunk:
-            headers.append((b"Transfer-Encoding", b"chunked"))
-        if not keepalive:
-            headers.append((b"Connection", b"close"))
-        self.headers = headers
+        length = resp.content_length if isinstance(self.decoder, LengthBody) or (
+            req.method == b"HEAD" and resp.content_length is not None) else None
+        head, self.headers = client_head(client, resp, req, host_cfg, client_base,
+                                         server_name, keepalive, length, self.rechunk)
         self.status = resp.status
-        # HeaderInjection (a rewritten value, from client_response_headers) propagates:
-        # nothing has been sent yet, the caller answers 502. Copied fields were
-        # validated by the parser; the framing fields above are ours.
-        head = join_head(status_line(resp.status, resp.reason or None), headers)
         # What is decoded but not passed on yet, as parts: joined once per flush
         # (never ``bytes +=``, which copies everything pending for every append).
         self.pending: list[bytes] = [head]

@@ -56,7 +56,7 @@ from proxympm.http.proxy_protocol import parse as parse_proxy_header
 from proxympm.http.request import Limits, RequestReader
 from proxympm.http.serialize import error_response
 from proxympm.mpm.connection import Connection, State
-from proxympm.mpm.poller import READ, WRITE, Poller, SelectorPoller, make_poller
+from proxympm.mpm.poller import HANGUP, READ, WRITE, Poller, SelectorPoller, make_poller
 from proxympm.mpm.proxy_header import ProxyHeaderError, excepted, read_header
 from proxympm.mpm.queued import Queued
 from proxympm.mpm.timeouts import DeadlineHeap, TimeoutQueue
@@ -67,6 +67,7 @@ from proxympm.proxy.header_rules import host_error_headers
 if TYPE_CHECKING:
     from proxympm.mpm.worker import Worker
     from proxympm.proxy.backend_table import BackendTable
+    from proxympm.proxy.pool import Upstream
 
 RECV_SIZE = 65536
 ACCEPT_BATCH = 64
@@ -153,6 +154,9 @@ class Listener:
         # forwards itself on pooled upstream connections, never waiting on one.
         self.inline: Worker | None = None  # set by the child; None: always a worker
         self.upstreams: dict[int, Connection] = {}  # upstream fd -> its client connection
+        # the pool's idle upstreams that this poller watches (pool.Pool.watched_fds)
+        self.idle_ups: dict[int, object] = {}
+        self.edge = self.poller.edge  # upstream sockets are watched, not re-armed
         # complete requests waiting for an inline slot (all ThreadsPerChild in use)
         self.inline_waiting: deque[Connection] = deque()
         self.upstream_scan = 0.0
@@ -251,6 +255,7 @@ class Listener:
             poller.bind_thread()
         if self.inline is not None:  # inline exchanges count in the listener's own rows
             self.inline.exchange.bind_thread(self.tpc)
+            self.idle_ups = self.inline.exchange.pool.watched_fds
         while True:
             timeout = self._poll_timeout()
             try:
@@ -262,7 +267,9 @@ class Listener:
                 if conn is not None:
                     self._on_conn_event(conn, ev)
                 elif fd in self.upstreams:
-                    self._on_upstream_event(fd, self.upstreams[fd])
+                    self._on_upstream_event(fd, self.upstreams[fd], ev)
+                elif fd in self.idle_ups and self.inline.exchange.pool.drop_watched(fd):  # type: ignore[union-attr]
+                    pass  # an idle pooled upstream saw EOF (or sent bytes): closed
                 elif fd in self.by_fd:
                     self._accept(fd)
                 elif fd == self.wake_r:
@@ -555,9 +562,11 @@ class Listener:
                 except Exception:  # noqa: BLE001 - as a worker would: log, drop this one
                     self._inline_failed(conn)
                     return
-                if flow is not None and flow.up is not None and not flow.unsent:
-                    self._wait_upstream(conn, flow.up)
-                    return
+                if flow is not None and flow.up is not None:
+                    if not flow.unsent:
+                        self._wait_upstream(conn, flow.up)
+                        return
+                    self._unwatch(flow.up)  # a worker sends the rest
             elif self.upstreams:
                 # Every slot is taken and inline exchanges are among them: wait for one
                 # of those (its answer wakes this thread) rather than hand the request
@@ -600,31 +609,54 @@ class Listener:
 
     # -- inline exchanges ------------------------------------------------------------
 
-    def _wait_upstream(self, conn: Connection, up: object) -> None:
-        fd = up.sock.fileno()  # type: ignore[attr-defined]
+    def _wait_upstream(self, conn: Connection, up: Upstream) -> None:
+        fd = up.sock.fileno()
         self.upstreams[fd] = conn
         conn.read_deadline = time.monotonic() + conn.inline[0].timeout  # type: ignore[index]
+        if self.edge:
+            # Watched from its first inline exchange on, idle in the pool included
+            # (pool.take_watched): no syscall per request; one that a worker used
+            # since is added again.
+            if not up.watched:
+                self.poller.watch(fd)
+                up.watched = True
+            return
         # A pooled connection stays in this poller (disarmed) between exchanges, so
-        # re-arming it is one epoll_ctl; one never here, or that left (tunnel.py
-        # forgets an upstream it pools), is added.
+        # re-arming it is one syscall; one never here, or that left, is added.
         try:
             self.poller.arm(fd, READ)
         except FileNotFoundError:
             self.poller.add(fd, READ)
 
-    def _on_upstream_event(self, fd: int, conn: Connection) -> None:
+    def _unwatch(self, up: Upstream) -> None:
+        """An upstream socket goes to a worker: its events are no longer ours."""
+        if up.watched:
+            self.poller.forget(up.sock.fileno())
+            up.watched = False
+
+    def _to_worker(self, conn: Connection) -> None:
+        """An inline exchange in flight: a worker continues it."""
+        flow = conn.inline[0]  # type: ignore[index]
+        if flow.up is not None:
+            self._unwatch(flow.up)
+        self.dispatched += 1
+        self.work_queue.put(conn)
+
+    def _on_upstream_event(self, fd: int, conn: Connection, ev: int) -> None:
         assert self.inline is not None and conn.inline is not None
         flow = conn.inline[0]
+        if ev & HANGUP:  # its EOF may be all that follows the response: never pooled
+            flow.upstream_closed = True
         try:
             step = self.inline.exchange.pump_inline(flow)
-            if step == INLINE_WAIT:
+            if step == INLINE_WAIT:  # (read until EAGAIN: a watched socket needs no arm)
                 conn.read_deadline = time.monotonic() + flow.timeout
-                self.poller.arm(fd, READ)
+                if not self.edge:
+                    self.poller.arm(fd, READ)
                 return
             del self.upstreams[fd]
             if step != INLINE_DONE:
-                self.dispatched += 1  # a worker continues the same exchange
-                self.work_queue.put(conn)
+                self._to_worker(conn)  # a worker continues the same exchange
                 return
             then = self.inline.finish_inline(conn)
             self.inline_done += 1
@@ -658,8 +690,7 @@ class Listener:
             if conn.read_deadline <= now:
                 del self.upstreams[fd]
                 conn.inline[0].timed_out = True  # type: ignore[index]
-                self.dispatched += 1
-                self.work_queue.put(conn)
+                self._to_worker(conn)
 
     def reject(self, conn: Connection, exc: HTTPError) -> None:
         """Answer a request error ourselves, then close (lingering)."""

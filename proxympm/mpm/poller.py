@@ -31,12 +31,14 @@ HANGUP = 4  # only the peer's shutdown or an error, not data (epoll: EPOLLRDHUP)
 class Poller(Protocol):
     name: str
     hangup: bool
+    edge: bool  # ``watch`` is there
 
     def add_persistent(self, fd: int, exclusive: bool = False) -> None: ...
     def remove_persistent(self, fd: int) -> None: ...
     def add(self, fd: int, events: int) -> None: ...
     def arm(self, fd: int, events: int) -> None: ...
     def forget(self, fd: int) -> None: ...
+    def watch(self, fd: int) -> None: ...
     def poll(self, timeout: float) -> list[tuple[int, int]]: ...
     def wake_fd(self) -> int | None: ...
 
@@ -44,6 +46,7 @@ class Poller(Protocol):
 class EpollPoller:
     name = "epoll"
     hangup = True  # HANGUP is reported; other pollers cannot wait for it alone
+    edge = True
 
     def __init__(self) -> None:
         self._ep = select.epoll()
@@ -75,19 +78,31 @@ class EpollPoller:
         except OSError:
             pass
 
+    def watch(self, fd: int) -> None:
+        """Listener: report every arrival of bytes or EOF on ``fd`` from now on until
+        ``forget``, with no re-arming (edge-triggered: the reader reads until EAGAIN
+        before it waits again). For upstream sockets only the listener reads: its
+        inline exchanges, and its idle pooled connections (pool.py)."""
+        mask = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+        try:
+            self._ep.register(fd, mask)
+        except FileExistsError:
+            self._ep.modify(fd, mask)
+
     def poll(self, timeout: float) -> list[tuple[int, int]]:
-        out = []
-        for fd, ev in self._ep.poll(timeout):
-            mask = 0
-            if ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP):
-                mask |= READ
-            if ev & select.EPOLLOUT:
-                mask |= WRITE
-            out.append((fd, mask))
-        return out
+        """(fd, READ | WRITE | HANGUP): HANGUP with READ when the peer shut down its
+        side or the socket failed (a watched upstream reports it with its last bytes)."""
+        return [(fd, _MASKS[ev & _SEEN]) for fd, ev in self._ep.poll(timeout)]
 
     def wake_fd(self) -> int | None:
         return None
+
+
+_HUNG = select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
+_SEEN = select.EPOLLIN | select.EPOLLOUT | _HUNG
+_MASKS = {ev: (READ | HANGUP if ev & _HUNG else READ if ev & select.EPOLLIN else 0)
+          | (WRITE if ev & select.EPOLLOUT else 0)
+          for ev in range(_SEEN + 1) if not ev & ~_SEEN}
 
 
 def _epoll_mask(events: int) -> int:
@@ -104,6 +119,7 @@ def _epoll_mask(events: int) -> int:
 class KqueuePoller:  # pragma: no cover - exercised on BSD/macOS only
     name = "kqueue"
     hangup = False
+    edge = False  # (EV_CLEAR would do; untested here, so the one-shot way)
 
     def __init__(self) -> None:
         self._kq = select.kqueue()
@@ -159,6 +175,7 @@ class SelectorPoller:
 
     name = "selectors"
     hangup = False
+    edge = False
 
     def __init__(self) -> None:
         # poll(2) keeps no kernel state: a closed fd just reports POLLNVAL once (and

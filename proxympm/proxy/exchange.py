@@ -593,7 +593,9 @@ class Exchange:
         flow = _Flow(self, client, req, host_cfg, client_keepalive, True, addrs)
         flow.order = order
         flow.started = time.monotonic()
-        up = self.pool.take_idle(state, params.ttl, order[0].sockaddr)
+        # the listener's watched connections first: no EOF check needed (pool.py)
+        up = (self.pool.take_watched(state, params.ttl, order[0].sockaddr)
+              or self.pool.take_idle(state, params.ttl, order[0].sockaddr))
         if up is None:
             return flow
         try:

@@ -44,26 +44,37 @@ class Upstream:
     reused: int = 0  # requests already completed on it
     idle_since: float = 0.0
     addr: tuple | None = None  # the socket address it is connected to (one of the name's)
+    # In the listener's poller, edge-triggered, from its first inline exchange until
+    # it goes to a worker: idle, it waits in ``BackendState.watched`` (Pool.release).
+    watched: bool = False
 
 
 class BackendState:
     """One backend origin's idle connections in this child (its error state is
     server-wide: ``Target.errors``)."""
 
-    __slots__ = ("target", "lock", "idle")
+    __slots__ = ("target", "lock", "idle", "watched")
 
     def __init__(self, target: Target) -> None:
         self.target = target
         self.lock = threading.Lock()
         self.idle: list[Upstream] = []
+        # The listener's idle connections: still in its poller, so an EOF or stray
+        # bytes while idle reach it as an event (``Pool.drop_watched``) and taking
+        # one (``take_watched``) needs no EOF check; only the listener takes them.
+        self.watched: list[Upstream] = []
 
 
 class Pool:
-    __slots__ = ("_backends", "_lock")
+    __slots__ = ("_backends", "_lock", "watched_fds")
 
     def __init__(self) -> None:
         self._backends: dict[str, BackendState] = {}
         self._lock = threading.Lock()
+        # Listener thread only: fd -> the idle watched connection it belongs to. An
+        # entry whose socket was closed meanwhile (``drop_addresses``, ``close_all``)
+        # is found by its fileno() and dropped by the listener.
+        self.watched_fds: dict[int, tuple[BackendState, Upstream]] = {}
 
     def backend(self, target: Target, variant: str = "") -> BackendState:
         """The state of one backend origin; ``variant`` separates connections that
@@ -101,16 +112,66 @@ class Pool:
                 return up
             up.sock.close()
 
+    def take_watched(self, state: BackendState, ttl: float | None,
+                     addr: tuple | None = None) -> Upstream | None:
+        """Listener thread: ``take_idle`` among its watched connections. No EOF check:
+        one that saw EOF or bytes while idle was reported and dropped already (one
+        whose EOF is still on its way fails like any stale connection: the request
+        is retried once on a fresh one)."""
+        limit = ttl if ttl is not None else DEFAULT_IDLE_LIMIT
+        now = time.monotonic()
+        while True:
+            with state.lock:
+                idle = state.watched
+                if not idle:
+                    return None
+                if addr is None or idle[-1].addr == addr:
+                    up = idle.pop()
+                else:
+                    for i in range(len(idle) - 2, -1, -1):
+                        if idle[i].addr == addr:
+                            up = idle.pop(i)
+                            break
+                    else:
+                        return None
+            self.watched_fds.pop(up.sock.fileno(), None)
+            if now - up.idle_since < limit:
+                return up
+            up.sock.close()
+
+    def drop_watched(self, fd: int) -> bool:
+        """Listener thread: ``fd`` of an idle watched connection was reported (EOF or
+        bytes it should not have sent; poll confirms, since the event may be the tail
+        of its last response): it is closed. False: ``fd`` is not one any more (its
+        socket was closed meanwhile, the number may be another socket's now)."""
+        state, up = self.watched_fds.pop(fd)
+        if up.sock.fileno() != fd:
+            return False
+        if _still_open(up.sock):
+            self.watched_fds[fd] = (state, up)
+            return True
+        with state.lock:
+            if up in state.watched:
+                state.watched.remove(up)
+        up.sock.close()
+        return True
+
     def release(self, state: BackendState, up: Upstream,
                 listed: Callable[[tuple | None], bool] | None = None) -> None:
         """Keep ``up`` for reuse; ``listed`` says whether its address is still one of
         the backend name's (checked under the lock that ``drop_addresses`` takes, so a
-        connection is never kept after its address was dropped)."""
+        connection is never kept after its address was dropped). A watched one (only
+        the listener has those) waits among the listener's."""
         up.reused += 1
         up.idle_since = time.monotonic()
         with state.lock:
-            if len(state.idle) < MAX_IDLE_PER_BACKEND and (listed is None or listed(up.addr)):
-                state.idle.append(up)
+            if len(state.idle) + len(state.watched) < MAX_IDLE_PER_BACKEND and (
+                    listed is None or listed(up.addr)):
+                if up.watched:
+                    state.watched.append(up)
+                    self.watched_fds[up.sock.fileno()] = (state, up)
+                else:
+                    state.idle.append(up)
                 return
         up.sock.close()
 
@@ -123,9 +184,10 @@ class Pool:
                       if s.target.host.lower() == host and s.target.port == port]
         for state in states:
             with state.lock:
-                doomed = [up for up in state.idle if up.addr in gone]
+                doomed = [up for up in state.idle + state.watched if up.addr in gone]
                 if doomed:
                     state.idle = [up for up in state.idle if up.addr not in gone]
+                    state.watched = [up for up in state.watched if up.addr not in gone]
             for up in doomed:
                 up.sock.close()
 
@@ -134,18 +196,23 @@ class Pool:
         counts: dict[str, int] = {}
         for state in list(self._backends.values()):
             name = state.target.name
-            counts[name] = counts.get(name, 0) + len(state.idle)
+            counts[name] = counts.get(name, 0) + len(state.idle) + len(state.watched)
         return counts
 
     def put_back(self, state: BackendState, up: Upstream) -> None:
         """An idle connection taken but not used: back on top, unchanged."""
         with state.lock:
-            state.idle.append(up)
+            if up.watched:
+                state.watched.append(up)
+                self.watched_fds[up.sock.fileno()] = (state, up)
+            else:
+                state.idle.append(up)
 
     def close_all(self) -> None:
         for state in list(self._backends.values()):
             with state.lock:
-                idle, state.idle = state.idle, []
+                idle, state.idle = state.idle + state.watched, []
+                state.watched = []
             for up in idle:
                 up.sock.close()
 

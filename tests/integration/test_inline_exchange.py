@@ -95,3 +95,48 @@ def test_client_leaving_mid_exchange_costs_nobody_else(
     with RawClient(proxy.port) as c:
         assert c.request("GET", "/status/200").status == 200
     assert "Traceback" not in proxy.error_log()
+
+
+def test_idle_pooled_connection_that_sends_bytes_is_closed_at_once(
+        proxympm: ProxyFactory) -> None:
+    """An idle pooled connection stays in the listener's poller: bytes it should not
+    have sent are seen as they come, and the connection is closed then, not when a
+    request would next have gone out on it."""
+    junk = Script([(0.0, OK), (0.2, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")])
+    up = ScriptedUpstream(answers={b"/second": junk}).start()
+    try:
+        proxy = proxympm('ProxyPass "/" "http://127.0.0.1:{u}/"\n', u=up.port)
+        with RawClient(proxy.port) as c:
+            assert c.request("GET", "/first").status == 200  # a worker connects
+            assert c.request("GET", "/second").status == 200  # inline, then pooled
+            assert up.wait_closed(1, 3.0)  # closed by the proxy with nobody asking
+            r = c.request("GET", "/third")
+            assert r.status == 200 and r.body == b"ok\n"
+            assert c.request("GET", "/fourth").status == 200
+        assert up.connections_accepted == 2  # the fresh one was pooled and reused
+        assert "Traceback" not in proxy.error_log()
+    finally:
+        up.stop()
+
+
+def test_idle_pooled_connection_closed_by_the_backend_is_never_used(
+        proxympm: ProxyFactory) -> None:
+    """The backend closes a keep-alive connection while it is idle in the pool: the
+    listener sees the EOF, so the next request goes out on a fresh connection at
+    once, without the failed first try that a dead pooled connection costs."""
+    up = ScriptedUpstream(answers={b"/second": Script([(0.0, OK)], close=True)}).start()
+    try:
+        proxy = proxympm('LogLevel info\nProxyPass "/" "http://127.0.0.1:{u}/"\n',
+                         u=up.port)
+        with RawClient(proxy.port) as c:
+            assert c.request("GET", "/first").status == 200
+            assert c.request("GET", "/second").status == 200  # then the backend closes
+            time.sleep(0.5)
+            assert c.request("GET", "/third").status == 200
+            assert c.request("GET", "/fourth").status == 200
+        assert up.connections_accepted == 2
+        log = proxy.error_log()
+        assert "retrying on a fresh one" not in log, log
+        assert "Traceback" not in log
+    finally:
+        up.stop()

@@ -44,7 +44,7 @@ from proxympm.mpm.scoreboard import (
 )
 from proxympm.proxy import header_rules
 from proxympm.proxy.client_address import believe
-from proxympm.proxy.exchange import Exchange, InlineFlow, Outcome
+from proxympm.proxy.exchange import IDEMPOTENT, Exchange, InlineFlow, InlinePlan, Outcome
 from proxympm.proxy.routing import HostTable, Route, Router
 from proxympm.proxy.spool import Spool
 
@@ -73,6 +73,8 @@ class Worker:
         self.score = score  # this thread's scoreboard slot (written only here)
         # the listener's instance: counts an inline request it completed (scoreboard)
         self.count_inline: Callable[[int], None] | None = None
+        # the listener's instance: each route's InlinePlan (None: never inline)
+        self.plans: dict[int, InlinePlan | None] = {}
         self.status_page = status_page
         self.thread = threading.Thread(target=self.run, name=f"worker-{index}", daemon=True)
 
@@ -291,23 +293,29 @@ class Worker:
         req = conn.request
         body = conn.body
         assert req is not None and body is not None
+        if (not body.done or conn.body_file is not None or req.upgrade is not None
+                or req.method not in IDEMPOTENT):
+            return None
         host = self.hosts.by_name(conn.local[0], conn.local[1], req.host)
         if (conn.sni_host is not None and host is not conn.sni_host) or req.path == b"*":
             return None
         match = self.routers[id(host)].match(req.path)
-        if match is None or match[0].target is None or match[0].access is not None:
-            return None  # 404, a handler, or an access check: the worker's
+        if match is None:
+            return None  # 404: the worker's
         route, upstream_path = match
-        if not self.exchange.may_inline(req, body, conn.body_file, route.target,
-                                        route.params):
+        plan = self.plans.get(id(route), False)
+        if plan is False:  # routes live as long as the child: looked at once
+            plan = self.plans[id(route)] = (
+                None if route.access is not None  # checked by the worker
+                else self.exchange.inline_plan(route.target, route.params))
+        if plan is None:
             return None
         start = time.time()
         conn.requests += 1
         client = self._begin(conn, host, start)
         keepalive = self._keepalive(conn, host)
         flow = self.exchange.start_inline(
-            conn, client, req, body, conn.body_parts, host, route.target, route.params,
-            upstream_path, keepalive)
+            conn, client, req, conn.body_parts, host, plan, upstream_path, keepalive)
         # A flow that has no upstream connection (or no flow) goes to a worker, which
         # forwards it with this request's rules already applied (they must not run
         # twice) to the address already picked (the round robin moves once).

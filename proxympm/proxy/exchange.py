@@ -560,39 +560,40 @@ class Exchange:
     # the spool, a timeout, EOF or an error (the worker sees the same socket state and
     # classifies it as it always does).
 
-    @staticmethod
-    def may_inline(req: Request, body: BodyDecoder, body_file: BodyFile | None,
-                   target: Target, params: WorkerParams) -> bool:
-        """Could this request be an inline exchange (before any per-request work)?"""
-        # (not a balancer's or a capped backend's: their shared slots are taken and
-        # given back around the exchange, by the worker)
-        return (target.balancer is None and target.capped is None and target.scheme == "http"
-                and body.done
-                and body_file is None and req.upgrade is None and req.method in IDEMPOTENT
-                and params.response_buffering and not params.disablereuse
-                and not params.proxyprotocol)
+    def inline_plan(self, target: Target | None, params: WorkerParams) -> InlinePlan | None:
+        """What inline exchanges to ``target`` need, looked up once per route (the
+        listener keeps it); None: a request there is never an inline exchange (not
+        a balancer's or a capped backend's either: their shared slots are taken and
+        given back around the exchange, by the worker)."""
+        if (target is None or target.balancer is not None or target.capped is not None
+                or target.scheme != "http" or not params.response_buffering
+                or params.disablereuse or params.proxyprotocol):
+            return None
+        return InlinePlan(target, params, self.pool.backend(target),
+                          self.resolver.address_set(target.host, target.port, target.srv),
+                          target.host_header)
 
     def start_inline(self, client: ClientSide, peer: tuple[str, int], req: Request,
-                     body: BodyDecoder, body_parts: list[bytes], host_cfg: HostConfig,
-                     target: Target, params: WorkerParams, upstream_path: bytes,
-                     client_keepalive: bool) -> _Flow | None:
-        """Listener thread, after ``may_inline``: send the request on a pooled
-        connection without blocking. None: nothing done. A flow without ``up`` (nothing
-        sent; its ``order`` keeps the address picked for it) or with ``unsent`` bytes
-        must go to a worker at once; otherwise wait for its upstream socket to be
-        readable, then ``pump_inline``."""
+                     body_parts: list[bytes], host_cfg: HostConfig, plan: InlinePlan,
+                     upstream_path: bytes, client_keepalive: bool) -> _Flow | None:
+        """Listener thread, for a request with its body (if any) buffered, to a route
+        with a ``plan``: send the request on a pooled connection without blocking.
+        None: nothing done. A flow without ``up`` (nothing sent; its ``order`` keeps
+        the address picked for it) or with ``unsent`` bytes must go to a worker at
+        once; otherwise wait for its upstream socket to be readable, then
+        ``pump_inline``."""
+        target, params, state, addrs = plan.target, plan.params, plan.state, plan.addrs
         errors = target.errors
-        if errors is not None and errors.w[errors.i] > time.monotonic() * 1e6:
+        now = time.monotonic()
+        if errors is not None and errors.w[errors.i] > now * 1e6:
             return None  # the worker logs and answers 503
-        state = self.pool.backend(target)
-        addrs = self.resolver.address_set(target.host, target.port, target.srv)
         order = addrs.order(None, errors.marks.down() if errors is not None
                             and len(addrs.endpoints) > 1 else None)
         if not order:
             return None
         flow = _Flow(self, client, req, host_cfg, client_keepalive, True, addrs)
         flow.order = order
-        flow.started = time.monotonic()
+        flow.started = now
         # the listener's watched connections first: no EOF check needed (pool.py)
         up = (self.pool.take_watched(state, params.ttl, order[0].sockaddr)
               or self.pool.take_idle(state, params.ttl, order[0].sockaddr))
@@ -600,7 +601,7 @@ class Exchange:
             return flow
         try:
             head = upstream_request_head(
-                req, host_cfg, upstream_path, target.host_header, peer[0], client.tls,
+                req, host_cfg, upstream_path, plan.host_header, peer[0], client.tls,
                 self.server_name, sum(map(len, body_parts)) if req.has_body else None,
                 getattr(client, "client_addr", None), getattr(client, "keep_proto", False),
             )
@@ -771,6 +772,17 @@ class Exchange:
         else:
             self.log.error("proxy", f"AH01102: error reading status line from {target.name}: "
                            f"{exc.reason}", peer)
+
+
+@dataclass(frozen=True, slots=True)
+class InlinePlan:
+    """A route's backend, as inline exchanges use it (``Exchange.inline_plan``)."""
+
+    target: Target
+    params: WorkerParams
+    state: BackendState  # its pooled connections
+    addrs: AddressSet
+    host_header: bytes
 
 
 class _Flow:

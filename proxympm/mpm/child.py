@@ -9,6 +9,7 @@ a request itself.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import queue
@@ -153,8 +154,8 @@ class Child:
                                       self.hosts, self.routers, self.access_logs,
                                       self.error_log, status_page=status_page)
         if scoreboard is not None:  # the listener's inline requests count in its words
-            self.listener.inline.count_inline = (
-                lambda sent: scoreboard.count_rejected(slot, sent))
+            self.listener.inline.count_inline = functools.partial(
+                scoreboard.count_rejected, slot)
             # and so do the bytes it relays after a tunnel or stream hand-off
             self.listener.tunnels.count_sent = (
                 lambda sent: scoreboard.count_listener_bytes(slot, sent))

@@ -69,6 +69,10 @@ if TYPE_CHECKING:
     from proxympm.proxy.backend_table import BackendTable
     from proxympm.proxy.pool import Upstream
 
+# the states the per-request path compares with, as plain names (an enum member is
+# an attribute lookup on its class each time)
+READ_HEAD, READ_BODY, KEEPALIVE, PROCESSING = (
+    State.READ_HEAD, State.READ_BODY, State.KEEPALIVE, State.PROCESSING)
 RECV_SIZE = 65536
 ACCEPT_BATCH = 64
 BODY_BUFFER = 65536  # request bodies up to this size are read here, before dispatch
@@ -414,9 +418,9 @@ class Listener:
 
     def _on_conn_event(self, conn: Connection, ev: int) -> None:
         state = conn.state
-        if state in (State.READ_HEAD, State.READ_BODY):
+        if state == READ_HEAD or state == READ_BODY:
             self._read(conn)
-        elif state == State.KEEPALIVE:
+        elif state == KEEPALIVE:
             self.enter_read_head(conn)
             self._read(conn)
         elif state == State.HANDSHAKE:
@@ -479,7 +483,7 @@ class Listener:
 
     def enter_read_head(self, conn: Connection) -> None:
         """Listener, or the worker that owns ``conn``: wait for a request head."""
-        self._enter_reading(conn, State.READ_HEAD, conn.host_cfg.read_timeout.header)
+        self._enter_reading(conn, READ_HEAD, conn.host_cfg.read_timeout.header)
 
     def _enter_reading(self, conn: Connection, state: State, stage: ReadStage) -> None:
         """The stage's clock starts now; its deadline is queued only if the
@@ -529,8 +533,8 @@ class Listener:
             if not conn.buffer_body and (body.received >= BODY_BUFFER or (
                     (conn.request.content_length or 0) > BODY_BUFFER)):
                 return True  # a streaming route: the worker relays the rest as it comes
-            if conn.state != State.READ_BODY:
-                self._enter_reading(conn, State.READ_BODY, conn.host_cfg.read_timeout.body)
+            if conn.state != READ_BODY:
+                self._enter_reading(conn, READ_BODY, conn.host_cfg.read_timeout.body)
             self._wait_reading(conn, READ)
             return False
         except HTTPError as exc:
@@ -551,7 +555,7 @@ class Listener:
             conn.body_parts.append(data)
 
     def dispatch(self, conn: Connection) -> None:
-        conn.set_state(State.PROCESSING)
+        conn.set_state(PROCESSING)
         # Inline exchanges count against ThreadsPerChild like workers do: requests in
         # progress towards backends stay bounded per child as in httpd (and with them
         # the pooled upstream connections).
@@ -770,7 +774,7 @@ class Listener:
                     self.close(conn)
                     return False
             return self.advance(conn)
-        conn.set_state(State.KEEPALIVE)
+        conn.set_state(KEEPALIVE)
         q = self.ka_qs.get(conn.host_cfg.keepalive_timeout)
         if q is None:
             q = self.ka_qs[self.config.main.keepalive_timeout]

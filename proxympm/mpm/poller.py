@@ -68,7 +68,7 @@ class EpollPoller:
 
     def arm(self, fd: int, events: int) -> None:
         """Any thread."""
-        self._ep.modify(fd, _epoll_mask(events))
+        self._ep.modify(fd, _ARMS[events])
 
     def forget(self, fd: int) -> None:
         """Drop a still-open fd that leaves the listener (an upstream going back to the
@@ -114,6 +114,9 @@ def _epoll_mask(events: int) -> int:
     if events & HANGUP:
         mask |= select.EPOLLRDHUP
     return mask
+
+
+_ARMS = [_epoll_mask(events) for events in range((READ | WRITE | HANGUP) + 1)]
 
 
 class KqueuePoller:  # pragma: no cover - exercised on BSD/macOS only

@@ -276,7 +276,7 @@ class Worker:
             self.listener.tunnels.adopt_stream(conn, out.stream, close, done)
             return None
         else:
-            conn.out = b""
+            conn.out = out.unsent
             conn.spool = out.spool
         if score is not None:
             score.status(LOG_L)

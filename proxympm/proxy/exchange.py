@@ -105,6 +105,7 @@ class Outcome:
     aborted: bool = False  # the client connection must be closed now
     client_keepalive: bool = True
     spool: Spool | None = None  # response tail for the listener's write completion
+    unsent: bytes = b""  # the whole response, not sent yet (inline: sent in a batch)
     tunnel: TunnelSpec | None = None  # switched protocols: the worker hands it over
     stream: StreamSpec | None = None  # a streaming body the listener relays from here
     reused: bool = False  # the (last) upstream connection came from the pool
@@ -1002,9 +1003,9 @@ class _Flow:
         return True
 
     def finish_whole(self, out: Outcome) -> None:
-        """Listener: the response ``whole`` found complete goes to the client (what
-        its socket does not take now, to write completion), the upstream connection
-        back to the pool."""
+        """Listener: the response ``whole`` found complete becomes ``out.unsent``, for
+        the listener to send with the others it completes in the same round (see
+        Listener._send_round); the upstream connection goes back to the pool."""
         resp, up, buf = self.relay_resp, self.up, self.buf
         assert resp is not None and up is not None and self.length is not None
         size = self.length if self.length > 0 and self.req.method != b"HEAD" else 0
@@ -1029,15 +1030,11 @@ class _Flow:
                               f"{up.target.name}: {exc}")
             out.error = 502
             return
-        data = head + body if body else head
+        out.unsent = data = head + body if body else head
         out.status = resp.status
         out.headers = headers
         out.body_bytes = size
         out.bytes_out = len(data)
-        rest = self.client.send_some(data)  # ClientGone: the caller closes the client
-        if rest:
-            out.spool = spool = Spool()
-            spool.append(rest)
 
     # SWITCHED (101): the 101 goes to the client, the sockets to the listener --------
 

@@ -578,11 +578,10 @@ class Exchange:
                      body_parts: list[bytes], host_cfg: HostConfig, plan: InlinePlan,
                      upstream_path: bytes, client_keepalive: bool) -> _Flow | None:
         """Listener thread, for a request with its body (if any) buffered, to a route
-        with a ``plan``: send the request on a pooled connection without blocking.
-        None: nothing done. A flow without ``up`` (nothing sent; its ``order`` keeps
-        the address picked for it) or with ``unsent`` bytes must go to a worker at
-        once; otherwise wait for its upstream socket to be readable, then
-        ``pump_inline``."""
+        with a ``plan``: take a pooled connection and make the request's bytes
+        (``unsent``), for ``send_inline``. None: nothing done. A flow without ``up``
+        (nothing to send; its ``order`` keeps the address picked for it) must go to
+        a worker."""
         target, params, state, addrs = plan.target, plan.params, plan.state, plan.addrs
         errors = target.errors
         now = time.monotonic()
@@ -609,25 +608,37 @@ class Exchange:
         except HeaderInjection:
             self.pool.put_back(state, up)
             return flow  # the worker refuses it and logs why
-        data = head + b"".join(body_parts) if body_parts else head
+        flow.attach(up)
+        flow.state = state
+        flow.params = params
+        flow.timeout = params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
+        flow.unsent = head + b"".join(body_parts) if body_parts else head
+        return flow
+
+    def send_inline(self, flow: _Flow, peer: tuple[str, int]) -> None:
+        """Listener thread: send what ``start_inline`` prepared (``unsent``) without
+        blocking. Then ``up`` is None (the pooled connection was stale and is closed:
+        a worker starts afresh), or ``unsent`` holds what the socket did not take (a
+        worker sends it), or the request is out: wait for the answer."""
+        up = flow.up
+        data = flow.unsent
+        assert up is not None
         try:
             n = up.sock.send(data)
         except BlockingIOError:
             n = 0
         except OSError as exc:  # a stale pooled connection: the worker starts afresh
             up.sock.close()
-            self.log.info("proxy", f"reused connection to {target.name} failed "
+            flow.up = None
+            flow.unsent = b""
+            self.log.info("proxy", f"reused connection to {up.target.name} failed "
                           f"({exc.strerror or exc}); retrying on a fresh one", peer)
-            return flow
-        flow.attach(up)
-        flow.state = state
-        flow.params = params
-        flow.timeout = params.timeout or host_cfg.proxy_timeout or host_cfg.timeout
+            return
         if n < len(data):
             flow.unsent = data[n:]
         else:
+            flow.unsent = b""
             flow.upload_complete = True
-        return flow
 
     def pump_inline(self, flow: _Flow) -> int:
         """Listener thread: take what the upstream has sent and relay it. Returns

@@ -67,6 +67,7 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 RECV_SIZE = 65536
 INLINE_DONE, INLINE_WAIT, INLINE_HANDOFF = 0, 1, 2
 INLINE_SPOOL = 128 * 1024  # an inline response spooling more than this goes to a worker
+ROUND_BYTES = 16 * 1024  # an inline response up to this size is sent after its round
 # The listener's receive buffer for inline exchanges (one thread uses it): a 64 KiB
 # response and its head arrive in one recv, and no bytes object is allocated per recv.
 _SCRATCH = memoryview(bytearray(256 * 1024))
@@ -1016,7 +1017,9 @@ class _Flow:
     def finish_whole(self, out: Outcome) -> None:
         """Listener: the response ``whole`` found complete becomes ``out.unsent``, for
         the listener to send with the others it completes in the same round (see
-        Listener._send_round); the upstream connection goes back to the pool."""
+        Listener._send_round), or, past ROUND_BYTES, is sent now (what the socket does
+        not take goes to write completion); the upstream connection goes back to
+        the pool."""
         resp, up, buf = self.relay_resp, self.up, self.buf
         assert resp is not None and up is not None and self.length is not None
         size = self.length if self.length > 0 and self.req.method != b"HEAD" else 0
@@ -1041,11 +1044,21 @@ class _Flow:
                               f"{up.target.name}: {exc}")
             out.error = 502
             return
-        out.unsent = data = head + body if body else head
+        data = head + body if body else head
         out.status = resp.status
         out.headers = headers
         out.body_bytes = size
         out.bytes_out = len(data)
+        if len(data) <= ROUND_BYTES:
+            out.unsent = data
+            return
+        # A big one goes now: a round's worth of them held until its end would be
+        # freed together, and the allocator would hand the memory back to the
+        # kernel (and fault it in again) every round.
+        rest = self.client.send_some(data)  # ClientGone: the caller closes the client
+        if rest:
+            out.spool = spool = Spool()
+            spool.append(rest)
 
     # SWITCHED (101): the 101 goes to the client, the sockets to the listener --------
 

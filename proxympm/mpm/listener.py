@@ -15,7 +15,13 @@ Whatever would make it wait on anything else (no pooled connection, a partial se
 a big response, EOF, an error, the upstream timeout) hands the connection to a
 worker, which continues the same exchange with the blocking code. The connection
 is in PROCESSING meanwhile, owned by this thread, and counts as a busy worker on
-the scoreboard.
+the scoreboard. An upstream socket stays in this poller, edge-triggered, from its
+first inline exchange until a worker takes it over (``watch``): no re-arming per
+request, and an idle pooled one that sees EOF is closed when it happens.
+
+Rounds: the requests begun and the small responses completed while handling one
+``poll``'s events are sent after it (``_send_round``), so a peer woken by the first
+finds the rest when it runs instead of being woken once per message.
 
 Queued requests (``max`` on a balancer member or a plain ProxyPass) wait here too,
 in QUEUED, holding no worker: see queued.py.

@@ -89,28 +89,7 @@ class Pool:
     def take_idle(self, state: BackendState, ttl: float | None,
                   addr: tuple | None = None) -> Upstream | None:
         """Most recently used live idle connection (to ``addr``, if given), or None."""
-        limit = ttl if ttl is not None else DEFAULT_IDLE_LIMIT
-        now = time.monotonic()
-        while True:
-            with state.lock:
-                idle = state.idle
-                if not idle:
-                    return None
-                if addr is None or idle[-1].addr == addr:
-                    up = idle.pop()
-                else:  # a backend name with several addresses: LIFO per address
-                    for i in range(len(idle) - 2, -1, -1):
-                        if idle[i].addr == addr:
-                            up = idle.pop(i)
-                            break
-                    else:
-                        return None
-            sock = up.sock
-            alive = (still_open_tls(sock) if isinstance(sock, ssl.SSLSocket)
-                     else _still_open(sock))
-            if now - up.idle_since < limit and alive:
-                return up
-            up.sock.close()
+        return self._take(state, ttl, addr, watched=False)
 
     def take_watched(self, state: BackendState, ttl: float | None,
                      addr: tuple | None = None) -> Upstream | None:
@@ -118,26 +97,27 @@ class Pool:
         one that saw EOF or bytes while idle was reported and dropped already (one
         whose EOF is still on its way fails like any stale connection: the request
         is retried once on a fresh one)."""
+        return self._take(state, ttl, addr, watched=True)
+
+    def _take(self, state: BackendState, ttl: float | None, addr: tuple | None,
+              watched: bool) -> Upstream | None:
         limit = ttl if ttl is not None else DEFAULT_IDLE_LIMIT
         now = time.monotonic()
         while True:
             with state.lock:
-                idle = state.watched
-                if not idle:
-                    return None
-                if addr is None or idle[-1].addr == addr:
-                    up = idle.pop()
-                else:
-                    for i in range(len(idle) - 2, -1, -1):
-                        if idle[i].addr == addr:
-                            up = idle.pop(i)
-                            break
-                    else:
-                        return None
-            self.watched_fds.pop(up.sock.fileno(), None)
-            if now - up.idle_since < limit:
+                up = _pop(state.watched if watched else state.idle, addr)
+            if up is None:
+                return None
+            sock = up.sock
+            if watched:
+                self.watched_fds.pop(sock.fileno(), None)
+                alive = True
+            else:
+                alive = (still_open_tls(sock) if isinstance(sock, ssl.SSLSocket)
+                         else _still_open(sock))
+            if now - up.idle_since < limit and alive:
                 return up
-            up.sock.close()
+            sock.close()
 
     def drop_watched(self, fd: int) -> bool:
         """Listener thread: ``fd`` of an idle watched connection was reported (EOF or
@@ -215,6 +195,19 @@ class Pool:
                 state.watched = []
             for up in idle:
                 up.sock.close()
+
+
+def _pop(idle: list[Upstream], addr: tuple | None) -> Upstream | None:
+    """The most recently used of ``idle`` (to ``addr``, if given: a backend name with
+    several addresses is LIFO per address), taken off it; the caller holds the lock."""
+    if not idle:
+        return None
+    if addr is None or idle[-1].addr == addr:
+        return idle.pop()
+    for i in range(len(idle) - 2, -1, -1):
+        if idle[i].addr == addr:
+            return idle.pop(i)
+    return None
 
 
 def _still_open(sock: socket.socket) -> bool:

@@ -18,25 +18,21 @@ def _pair(pool: Pool, watched: bool) -> tuple[Upstream, socket.socket, object]:
     return up, theirs, state
 
 
-def test_a_watched_connection_waits_for_the_listener_only() -> None:
-    pool = Pool()
-    up, theirs, state = _pair(pool, watched=True)
-    assert pool.take_idle(state, None) is None  # workers never see it
-    assert pool.watched_fds[up.sock.fileno()] == (state, up)
-    assert pool.take_watched(state, None, ("127.0.0.1", 8080)) is up
-    assert pool.watched_fds == {}
-    assert pool.take_watched(state, None) is None
-    theirs.close()
-    up.sock.close()
-
-
-def test_an_unwatched_connection_goes_to_the_shared_stack() -> None:
-    pool = Pool()
-    up, theirs, state = _pair(pool, watched=False)
-    assert pool.take_watched(state, None) is None
-    assert pool.take_idle(state, None) is up
-    theirs.close()
-    up.sock.close()
+def test_each_stack_is_taken_from_by_its_own_side_only() -> None:
+    """A watched connection waits for the listener, never for a worker; one a worker
+    released waits for whoever takes it (the listener too, with an EOF check)."""
+    for watched in (True, False):
+        pool = Pool()
+        up, theirs, state = _pair(pool, watched=watched)
+        mine, other = ((pool.take_watched, pool.take_idle) if watched
+                       else (pool.take_idle, pool.take_watched))
+        assert other(state, None) is None
+        assert (up.sock.fileno() in pool.watched_fds) is watched
+        assert mine(state, None, ("127.0.0.1", 8080)) is up
+        assert pool.watched_fds == {}
+        assert mine(state, None) is None
+        theirs.close()
+        up.sock.close()
 
 
 def test_an_event_without_eof_or_bytes_keeps_the_connection() -> None:

@@ -333,10 +333,14 @@ ProxyPass "/" "http://app.test:{p}/" retry=4
         assert _who(s, proxy.url, 2) == ["b2", "b2"]
     (b3,) = _backends(backend_factory, "127.0.0.3", port=port)  # a connect would be seen
     served: Counter[str] = Counter()
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        for i in range(10):  # rounds of new connections, until the other child served 2
+    # Rounds of new connections until the other child served 2. Which child accepts
+    # is the kernel's choice: it wakes one waiting child, and a child that keeps up
+    # is waiting again by the next connect, so a round must be wider than one child
+    # takes in at once.
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        for i in range(10):
             got = list(pool.map(lambda k: requests.get(f"{proxy.url}/r{k}", timeout=10),
-                                range(i * 8, i * 8 + 8)))
+                                range(i * 32, i * 32 + 32)))
             assert {r.json()["backend"] for r in got} == {"b2"}
             served = Counter(line.split()[0] for line in proxy.access_log().splitlines())
             if len(served) == 2 and min(served.values()) >= 2:

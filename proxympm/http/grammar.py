@@ -19,8 +19,8 @@ TOKEN = re.compile(rb"%s+" % TCHAR)
 # RFC 9112 3: request-line = method SP request-target SP HTTP-version CRLF, exactly
 # one SP each; the target is visible ASCII only (no whitespace, CTL or obs-text).
 REQUEST_LINE = re.compile(
-    rb"(?P<method>%s+) (?P<target>[\x21-\x7e]+) HTTP/(?P<major>[0-9])\.(?P<minor>[0-9])\r\n"
-    % TCHAR
+    rb"(?P<line>(?P<method>%s+) (?P<target>[\x21-\x7e]+) HTTP/(?P<major>[0-9])\.(?P<minor>[0-9]))"
+    rb"\r\n" % TCHAR
 )
 
 # RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ]

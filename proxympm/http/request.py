@@ -32,10 +32,10 @@ from proxympm.http.body import BodyDecoder, ChunkedBody, LengthBody, NoBody
 from proxympm.http.errors import HTTPError
 from proxympm.http.grammar import (
     ABSOLUTE_FORM,
-    CONTENT_LENGTH,
     HOST,
     OWS,
     REQUEST_LINE,
+    is_content_length,
 )
 
 Headers = list[tuple[bytes, bytes]]  # (name as received, value without OWS)
@@ -231,13 +231,14 @@ class RequestReader:
         """Consume one complete head from the front of ``buf``, or return None."""
         if not self._line_ok:
             m = REQUEST_LINE.match(buf, 0, self.limits.request_line + 2)
-            if m is not None and m[4] == b"1" and (m[5] == b"1" or m[5] == b"0"):
+            if m is not None:
+                request_line, method, target, major, minor = m.groups()
                 eol = m.end() - 2
                 end = buf.find(b"\r\n\r\n", eol)
-                if end >= 0:  # the whole head is here: the usual case
+                # the whole head is here (the usual case), HTTP/1.0 or 1.1
+                if end >= 0 and major == b"1" and (minor == b"1" or minor == b"0"):
                     fields = self._whole_head(buf, eol, end)
                     if fields is not None:
-                        request_line, method, target, _, minor = m.groups()
                         request = _build(method, target, minor, request_line, end + 4, *fields)
                         del buf[: end + 4]
                         if request.chunked or request.content_length:
@@ -368,7 +369,7 @@ def _build(method: bytes, target: bytes, minor: bytes, request_line: bytes, head
     version = b"1.0" if minor == b"0" else b"1.1"
 
     content_length: int | None = None
-    te_values: list[bytes] = []
+    te_values: list[bytes] | None = None
     expect: bytes | None = None
     upgrade: bytes | None = None
     tokens = _NO_TOKENS
@@ -378,10 +379,12 @@ def _build(method: bytes, target: bytes, minor: bytes, request_line: bytes, head
                 continue
             value = headers[i][1]
             if lname == b"content-length":
-                if CONTENT_LENGTH.fullmatch(value) is None:
+                if not is_content_length(value):
                     raise HTTPError(400, "invalid Content-Length")
                 content_length = int(value)  # 1-18 ASCII digits, checked above
             elif lname == b"transfer-encoding":
+                if te_values is None:
+                    te_values = []
                 te_values.append(value)
             elif lname == b"expect":
                 expect = value
@@ -425,7 +428,9 @@ def _build(method: bytes, target: bytes, minor: bytes, request_line: bytes, head
             raise HTTPError(417, "unsupported Expect")
         expect_continue = True
 
-    if target[:1] == b"/" and b"#" not in target and method != b"CONNECT":
+    # (find, not ``in``: ``bytes in bytes`` first tries the needle as an int and
+    # builds a TypeError message, which costs as much as the rest of this test)
+    if target[:1] == b"/" and target.find(b"#") < 0 and method != b"CONNECT":
         path = target  # origin-form, the usual case of _target_form
     else:
         path, authority = _target_form(method, target)

@@ -11,7 +11,7 @@ import httptools
 
 from proxympm.http.body import BodyDecoder, ChunkedBody, LengthBody, NoBody, UntilCloseBody
 from proxympm.http.errors import HTTPError
-from proxympm.http.grammar import BARE_LF, CONTENT_LENGTH, OWS, STATUS_LINE
+from proxympm.http.grammar import BARE_LF, OWS, STATUS_LINE, is_content_length
 from proxympm.http.request import VALIDATOR, Headers, connection_tokens, split_fields
 
 MAX_RESPONSE_HEAD = 65536
@@ -126,7 +126,7 @@ def read_response_head(buf: bytearray) -> Response | None:
         count = lnames.count(b"content-length")
         if count:
             value = headers[lnames.index(b"content-length")][1]
-            if CONTENT_LENGTH.fullmatch(value) is None or count != 1:
+            if count != 1 or not is_content_length(value):
                 raise HTTPError(502, "invalid upstream Content-Length")
             content_length = int(value)  # 1-18 ASCII digits
         if b"transfer-encoding" in lnames:

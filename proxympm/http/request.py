@@ -14,7 +14,7 @@ Checks, in order:
 3. llhttp (httptools, strict mode) over the head bytes, which rejects bare LF,
    obs-fold, space before colon, CTLs, bad or duplicate Content-Length and CL
    together with TE. A head that arrives whole (the usual case) is validated in
-   one call without callbacks and its fields are split by ``FIELD_LINE``; a head
+   one call without callbacks and its fields are split by ``split_fields``; a head
    that arrives in pieces is fed as it comes, with ``_Collector`` counting the
    fields as llhttp completes them, so the limits hold while it is incomplete.
    Whenever the whole-head path sees an error or a limit, it hands the head to

@@ -79,6 +79,7 @@ def _collect(buf: bytearray, head_len: int) -> Headers:
 
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_OK_LINE = b"HTTP/1.1 200 OK\r\n"
 
 
 def _valid(buf: bytearray, head_len: int) -> bool:
@@ -103,13 +104,18 @@ def read_response_head(buf: bytearray) -> Response | None:
             raise HTTPError(502, "upstream sent something that is not an HTTP response")
         return None
     head_len = end + 4
-    # the reason phrase holds no CR: a match ends at the first CRLF
-    m = STATUS_LINE.match(buf)
-    if m is None:
-        raise HTTPError(502, "invalid upstream status line")
-    major, minor, code, reason = m.groups()
-    if major != b"1":
-        raise HTTPError(502, "invalid upstream status line")
+    if buf.startswith(_OK_LINE):  # what STATUS_LINE makes of the most common line
+        minor, status, reason, fields_at = b"1", 200, b"OK", len(_OK_LINE)
+    else:
+        # the reason phrase holds no CR: a match ends at the first CRLF
+        m = STATUS_LINE.match(buf)
+        if m is None:
+            raise HTTPError(502, "invalid upstream status line")
+        major, minor, code, reason = m.groups()
+        if major != b"1":
+            raise HTTPError(502, "invalid upstream status line")
+        status = int(code)  # three ASCII digits, checked by the regex
+        fields_at = m.end()
     # A field line is shorter than the head: a head within MAX_RESPONSE_FIELD needs
     # no per-field check, so llhttp validates it without callbacks and the fields
     # are split here. Anything else goes through _collect (and its messages).
@@ -117,7 +123,7 @@ def read_response_head(buf: bytearray) -> Response | None:
         headers = _collect(buf, head_len)
         lnames = [name.lower() for name, _ in headers]
     else:
-        headers, lnames = split_fields(buf, m.end(), end)
+        headers, lnames = split_fields(buf, fields_at, end)
     version = b"1.0" if minor == b"0" else b"1.1"
     content_length: int | None = None
     chunked = False
@@ -138,8 +144,7 @@ def read_response_head(buf: bytearray) -> Response | None:
                 raise HTTPError(502, "upstream sent Content-Length with Transfer-Encoding")
             chunked = True
         tokens = connection_tokens(headers, lnames)
-    resp = Response(int(code),  # three ASCII digits, checked by the regex
-                    reason or b"", version, headers, lnames, content_length, chunked,
+    resp = Response(status, reason or b"", version, headers, lnames, content_length, chunked,
                     version == b"1.1" and b"close" not in tokens, tokens, head_len)
     del buf[:head_len]
     return resp

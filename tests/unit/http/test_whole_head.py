@@ -209,3 +209,27 @@ def test_response_heads_on_both_sides_of_the_field_limit_parse_alike() -> None:
 def test_refused_responses_are_502_whichever_path(raw: bytes) -> None:
     result = response(raw)
     assert isinstance(result, tuple) and result[0] == 502
+
+
+@pytest.mark.parametrize(("line", "status", "reason", "version"), [
+    (b"HTTP/1.1 200 OK", 200, b"OK", b"1.1"),  # the literal the parser takes as is
+    (b"HTTP/1.1 200 OKAY", 200, b"OKAY", b"1.1"),
+    (b"HTTP/1.1 200 OK ", 200, b"OK ", b"1.1"),
+    (b"HTTP/1.0 200 OK", 200, b"OK", b"1.0"),
+    (b"HTTP/1.1 200 ", 200, b"", b"1.1"),
+    (b"HTTP/1.1 200", 200, b"", b"1.1"),
+    (b"HTTP/1.1 404 Not Found", 404, b"Not Found", b"1.1"),
+])
+def test_status_lines(line: bytes, status: int, reason: bytes, version: bytes) -> None:
+    result = response(line + b"\r\nContent-Length: 0\r\n\r\nnext")
+    assert isinstance(result[0], dict)
+    assert (result[0]["status"], result[0]["reason"], result[0]["version"]) == (
+        status, reason, version)
+    assert result[0]["headers"] == [(b"Content-Length", b"0")] and result[1] == b"next"
+
+
+@pytest.mark.parametrize("line", [
+    b"HTTP/1.1 200 OK\r", b"HTTP/1.1  200 OK", b"HTTP/1.1 200 O\x00K", b"HTTP/2.0 200 OK"])
+def test_bad_status_lines_are_502(line: bytes) -> None:
+    result = response(line + b"\r\n\r\n")
+    assert isinstance(result, tuple) and result[0] == 502

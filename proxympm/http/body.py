@@ -54,8 +54,8 @@ class NoBody(BodyDecoder):
     __slots__ = ()
 
     def __init__(self) -> None:
-        super().__init__()
-        self.done = True
+        self.done = True  # BodyDecoder's fields, set here: one per request, no super() call
+        self.received = 0
 
     def feed(self, buf: bytearray) -> bytes:
         return b""

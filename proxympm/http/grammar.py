@@ -19,8 +19,8 @@ TOKEN = re.compile(rb"%s+" % TCHAR)
 # RFC 9112 3: request-line = method SP request-target SP HTTP-version CRLF, exactly
 # one SP each; the target is visible ASCII only (no whitespace, CTL or obs-text).
 REQUEST_LINE = re.compile(
-    rb"(?P<method>%s+) (?P<target>[\x21-\x7e]+) HTTP/(?P<major>[0-9])\.(?P<minor>[0-9])\r\n"
-    % TCHAR
+    rb"(?P<line>(?P<method>%s+) (?P<target>[\x21-\x7e]+) HTTP/(?P<major>[0-9])\.(?P<minor>[0-9]))"
+    rb"\r\n" % TCHAR
 )
 
 # RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
@@ -35,6 +35,13 @@ FORBIDDEN_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # RFC 9110 8.6: Content-Length = 1*DIGIT (we cap at 18 digits: < 2**63).
 CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")
+
+
+def is_content_length(value: bytes) -> bool:
+    """``CONTENT_LENGTH.fullmatch(value)``, cheaper: ``bytes.isdigit`` is true only
+    for 1+ ASCII digits (unlike ``str.isdigit``, no other Unicode digits)."""
+    return len(value) <= 18 and value.isdigit()
+
 
 # RFC 9112 7.1: chunk-size = 1*HEXDIG (capped at 16 digits), optional extensions
 #   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )

@@ -11,8 +11,8 @@ import httptools
 
 from proxympm.http.body import BodyDecoder, ChunkedBody, LengthBody, NoBody, UntilCloseBody
 from proxympm.http.errors import HTTPError
-from proxympm.http.grammar import BARE_LF, CONTENT_LENGTH, OWS, STATUS_LINE
-from proxympm.http.request import Headers
+from proxympm.http.grammar import BARE_LF, OWS, STATUS_LINE, is_content_length
+from proxympm.http.request import VALIDATOR, Headers, connection_tokens, split_fields
 
 MAX_RESPONSE_HEAD = 65536
 MAX_RESPONSE_FIELD = 8192  # mod_proxy's responsefieldsize default
@@ -22,20 +22,29 @@ class Response:
     __slots__ = ("status", "reason", "version", "headers", "lnames", "content_length",
                  "chunked", "keep_alive", "connection_tokens", "head_size")
 
-    def __init__(self) -> None:
-        self.status = 0
-        self.reason = b""
-        self.version = b"1.1"
-        self.headers: Headers = []
-        self.lnames: list[bytes] = []  # lowercase names, parallel to ``headers``
-        self.content_length: int | None = None
-        self.chunked = False
-        self.keep_alive = True
-        self.connection_tokens: frozenset[bytes] = frozenset()
-        self.head_size = 0
-
-
-_NO_TOKENS: frozenset[bytes] = frozenset()
+    def __init__(
+        self,
+        status: int = 0,
+        reason: bytes = b"",
+        version: bytes = b"1.1",
+        headers: Headers | None = None,
+        lnames: list[bytes] | None = None,  # lowercase names, parallel to ``headers``
+        content_length: int | None = None,
+        chunked: bool = False,
+        keep_alive: bool = True,
+        connection_tokens: frozenset[bytes] = frozenset(),
+        head_size: int = 0,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers: Headers = [] if headers is None else headers
+        self.lnames: list[bytes] = [] if lnames is None else lnames
+        self.content_length = content_length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.connection_tokens = connection_tokens
+        self.head_size = head_size
 
 
 class _Collector:
@@ -50,13 +59,37 @@ class _Collector:
         self.headers.append((name, value.rstrip(OWS)))
 
 
-class _SmallCollector(_Collector):
-    """For a head no longer than MAX_RESPONSE_FIELD: no field in it can be longer."""
+def _collect(buf: bytearray, head_len: int) -> Headers:
+    """llhttp over the head with a callback per field, which checks its size."""
+    collector = _Collector()
+    parser = httptools.HttpResponseParser(collector)
+    try:
+        parser.feed_data(buf[:head_len])
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserCallbackError as exc:
+        cause = exc.__context__
+        if isinstance(cause, HTTPError):
+            raise cause from None
+        raise HTTPError(502, f"invalid upstream response head: {exc}") from None
+    except httptools.HttpParserError as exc:
+        raise HTTPError(502, f"invalid upstream response head: {exc}") from None
+    return collector.headers
 
-    __slots__ = ()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value.rstrip(OWS)))
+_NO_TOKENS: frozenset[bytes] = frozenset()
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_OK_LINE = b"HTTP/1.1 200 OK\r\n"
+
+
+def _valid(buf: bytearray, head_len: int) -> bool:
+    try:
+        httptools.HttpResponseParser(VALIDATOR).feed_data(buf[:head_len])
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError:
+        return False
+    return True
 
 
 def read_response_head(buf: bytearray) -> Response | None:
@@ -71,68 +104,48 @@ def read_response_head(buf: bytearray) -> Response | None:
             raise HTTPError(502, "upstream sent something that is not an HTTP response")
         return None
     head_len = end + 4
-    eol = buf.find(b"\r\n")
-    m = STATUS_LINE.fullmatch(buf, 0, eol + 2)
-    if m is None:
-        raise HTTPError(502, "invalid upstream status line")
-    major, minor, code, reason = m.groups()
-    if major != b"1":
-        raise HTTPError(502, "invalid upstream status line")
-    # a field line is shorter than the head: the per-field limit needs no check
-    collector = _SmallCollector() if head_len <= MAX_RESPONSE_FIELD else _Collector()
-    parser = httptools.HttpResponseParser(collector)
-    try:
-        parser.feed_data(buf[:head_len])
-    except httptools.HttpParserUpgrade:
-        pass
-    except httptools.HttpParserCallbackError as exc:
-        cause = exc.__context__
-        if isinstance(cause, HTTPError):
-            raise cause from None
-        raise HTTPError(502, f"invalid upstream response head: {exc}") from None
-    except httptools.HttpParserError as exc:
-        raise HTTPError(502, f"invalid upstream response head: {exc}") from None
-
-    resp = Response()
-    resp.status = int(code)  # three ASCII digits, checked by the regex
-    resp.reason = reason or b""
-    resp.version = b"1.0" if minor == b"0" else b"1.1"
-    resp.headers = headers = collector.headers
-    resp.lnames = lnames = [name.lower() for name, _ in headers]
-    resp.head_size = head_len
-    tokens: set[bytes] | None = None
-    te: list[bytes] | None = None
-    for i, lname in enumerate(lnames):
-        if lname == b"content-length":
-            value = headers[i][1]
-            if CONTENT_LENGTH.fullmatch(value) is None or resp.content_length is not None:
-                raise HTTPError(502, "invalid upstream Content-Length")
-            resp.content_length = int(value)  # 1-18 ASCII digits
-        elif lname == b"transfer-encoding":
-            if te is None:
-                te = []
-            te.extend(c.strip(OWS).lower() for c in headers[i][1].split(b","))
-        elif lname == b"connection":
-            if tokens is None:
-                tokens = set()
-            value = headers[i][1]
-            if b"," in value:
-                tokens.update(t.strip(OWS).lower() for t in value.split(b","))
-            else:  # the usual single token ("keep-alive", "close")
-                tokens.add(value.lower())
-    if te:
-        if te != [b"chunked"]:
-            raise HTTPError(502, "unsupported upstream transfer coding")
-        if resp.content_length is not None:
-            raise HTTPError(502, "upstream sent Content-Length with Transfer-Encoding")
-        resp.chunked = True
-    if tokens:
-        tokens.discard(b"")
-        resp.connection_tokens = frozenset(tokens)
-        resp.keep_alive = resp.version == b"1.1" and b"close" not in tokens
+    if buf.startswith(_OK_LINE):  # what STATUS_LINE makes of the most common line
+        minor, status, reason, fields_at = b"1", 200, b"OK", len(_OK_LINE)
     else:
-        resp.connection_tokens = _NO_TOKENS
-        resp.keep_alive = resp.version == b"1.1"
+        # the reason phrase holds no CR: a match ends at the first CRLF
+        m = STATUS_LINE.match(buf)
+        if m is None:
+            raise HTTPError(502, "invalid upstream status line")
+        major, minor, code, reason = m.groups()
+        if major != b"1":
+            raise HTTPError(502, "invalid upstream status line")
+        status = int(code)  # three ASCII digits, checked by the regex
+        fields_at = m.end()
+    # A field line is shorter than the head: a head within MAX_RESPONSE_FIELD needs
+    # no per-field check, so llhttp validates it without callbacks and the fields
+    # are split here. Anything else goes through _collect (and its messages).
+    if head_len > MAX_RESPONSE_FIELD or not _valid(buf, head_len):
+        headers = _collect(buf, head_len)
+        lnames = [name.lower() for name, _ in headers]
+    else:
+        headers, lnames = split_fields(buf, fields_at, end)
+    version = b"1.0" if minor == b"0" else b"1.1"
+    content_length: int | None = None
+    chunked = False
+    tokens = _NO_TOKENS
+    if not _FRAMING.isdisjoint(lnames):
+        count = lnames.count(b"content-length")
+        if count:
+            value = headers[lnames.index(b"content-length")][1]
+            if count != 1 or not is_content_length(value):
+                raise HTTPError(502, "invalid upstream Content-Length")
+            content_length = int(value)  # 1-18 ASCII digits
+        if b"transfer-encoding" in lnames:
+            te = [c.strip(OWS).lower() for i, lname in enumerate(lnames)
+                  if lname == b"transfer-encoding" for c in headers[i][1].split(b",")]
+            if te != [b"chunked"]:
+                raise HTTPError(502, "unsupported upstream transfer coding")
+            if content_length is not None:
+                raise HTTPError(502, "upstream sent Content-Length with Transfer-Encoding")
+            chunked = True
+        tokens = connection_tokens(headers, lnames)
+    resp = Response(status, reason or b"", version, headers, lnames, content_length, chunked,
+                    version == b"1.1" and b"close" not in tokens, tokens, head_len)
     del buf[:head_len]
     return resp
 

@@ -2,9 +2,10 @@
 
     python3 tests/bench/micro.py
 
-Parses a wrk-like and a browser-like request head and builds the upstream head
-(``upstream_request_head``); parses an nginx response head and builds the client's
-response (``ResponseRelay``) for a 13-byte body. Prints the best of 5 repeats in µs
+Parses a wrk-like and a browser-like request head alone ("parse ...": the
+``RequestReader.read`` of one whole head), then again with the upstream head built
+(``upstream_request_head``); parses an nginx response head alone, then with the
+client's response built (``ResponseRelay``) for a 13-byte body. Prints the best of 5 repeats in µs
 per call. Use it to see whether a change to parsing or header rewriting pays before
 measuring a whole child (tests/bench/README.md). Standard library only.
 """
@@ -69,7 +70,11 @@ def main() -> None:
         relay.finish()
 
     n = 50_000
-    for name, call in (("request (wrk)", lambda: request(WRK)),
+    head = read_response_head
+    for name, call in (("parse request (wrk)", lambda: reader.read(bytearray(WRK))),
+                       ("parse req. (browser)", lambda: reader.read(bytearray(BROWSER))),
+                       ("parse response", lambda: head(bytearray(RESPONSE[:-13]))),
+                       ("request (wrk)", lambda: request(WRK)),
                        ("request (browser)", lambda: request(BROWSER)),
                        ("response (13 B)", response)):
         best = min(timeit.repeat(call, number=n, repeat=5)) / n * 1e6

@@ -10,6 +10,11 @@ and the listener is woken to apply it.
 Persistent fds (listening sockets, the wake-up pipe) stay armed; listening
 sockets use EPOLLEXCLUSIVE where there is one, so one new client wakes one child.
 
+Watched fds (epoll only, ``edge``): upstream sockets that only the listener reads,
+in flight or idle in the pool, are edge-triggered and never re-armed; the listener
+reads them until EAGAIN before it waits again, and ``forget``s one before a worker
+takes it over.
+
 Methods run on the listener thread unless they say "any thread".
 """
 

@@ -735,10 +735,11 @@ class Listener:
                 self._to_worker(conn)
 
     def reject(self, conn: Connection, exc: HTTPError) -> None:
-        """Answer a request error ourselves, then close (lingering)."""
+        """Answer a request error ourselves, then close (lingering). Always rules see
+        the client mod_remoteip believes once the head is parsed, as logs do."""
         self.log_error(exc, conn)
         conn.out = error_response(exc.status, close=True, extra=host_error_headers(
-            conn.host_cfg, conn.tls, conn.peer[0]))
+            conn.host_cfg, conn.tls, self.client_of(conn)[0]))
         conn.request = None
         conn.set_state(State.PROCESSING)  # leaves any read timeout queue
         self.start_write(conn, then_close=True)

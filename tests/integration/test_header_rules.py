@@ -163,3 +163,28 @@ def test_bad_values_are_refused_at_load_with_file_and_line(
         assert done.returncode != 0  # type: ignore[attr-defined]
         assert f"line {3 + line.startswith('<')} of {conf}" in done.stderr, done.stderr  # type: ignore[attr-defined]
         assert message in done.stderr  # type: ignore[attr-defined]
+
+
+def test_listener_errors_after_the_head_name_the_believed_client(
+        proxympm: Callable[..., Proxy], backend: Backend) -> None:
+    """A 400 for a broken chunked body comes from the listener once the head is
+    parsed: %{REMOTE_ADDR}e in an always rule is the client mod_remoteip believes,
+    as it is on every other answer for that request."""
+    proxy = proxympm("""
+RemoteIPHeader X-Forwarded-For
+RemoteIPInternalProxy 127.0.0.1
+Header always set X-Client "%{REMOTE_ADDR}e"
+ProxyPass / http://127.0.0.1:{b}/
+""", b=backend.port)
+    with RawClient(proxy.port) as c:
+        c.send(b"POST /x HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 203.0.113.7\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+        resp = c.read_response()
+    assert resp.status == 400
+    assert resp.header("X-Client") == "203.0.113.7"
+    assert backend.requests == []
+    with RawClient(proxy.port) as c:  # before the head is parsed: the peer itself
+        c.send(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 203.0.113.7\r\n"
+               b"Bad Header: x\r\n\r\n")
+        resp = c.read_response()
+    assert resp.status == 400 and resp.header("X-Client") == "127.0.0.1"

@@ -100,6 +100,8 @@ class Snapshot:
     # server-wide balancer member state (max, in flight, queue, error state, health
     # checks), when the shared balancer table provides it: its snapshot() rows
     members: list[dict[str, object]] = field(default_factory=list)
+    # plain ProxyPass backends' server-wide error state: seconds left, 0.0 when usable
+    backend_errors: dict[str, float] = field(default_factory=dict)
 
     @property
     def uptime(self) -> int:
@@ -396,6 +398,12 @@ def render_prometheus(snap: Snapshot) -> str:
         sample("proxympm_backend_latency_seconds_bucket", {**labels, "le": "+Inf"}, running)
         sample("proxympm_backend_latency_seconds_sum", labels, v[m.B_LATENCY_US] / 1e6)
         sample("proxympm_backend_latency_seconds_count", labels, running)
+    if snap.backend_errors:
+        family("proxympm_backend_error_seconds", "gauge",
+               "Seconds of server-wide error state left for a plain ProxyPass backend "
+               "(0: usable).")
+        for backend, left in sorted(snap.backend_errors.items()):
+            sample("proxympm_backend_error_seconds", {"backend": backend}, left)
     family("proxympm_balancer_queued", "gauge",
            "Requests waiting for a balancer member under its max.")
     for balancer, v in queues:
@@ -556,7 +564,7 @@ def render_html(snap: Snapshot, server_name: str, notable: bool, refresh: int) -
     o += ["<h2>Backends</h2>", '<table id="backends"><tr><th>Balancer</th><th>Backend</th>'
           "<th>Requests</th><th>Errors</th><th>In flight</th><th>Queued</th>"
           "<th>Pool idle</th><th>New conns</th><th>Reused conns</th><th>2xx</th>"
-          "<th>4xx</th><th>5xx</th><th>Avg ms</th></tr>"]
+          "<th>4xx</th><th>5xx</th><th>Avg ms</th><th>State</th></tr>"]
     for name, v in sorted(snap.backends.items()):
         balancer, backend = split_backend(name)
         done = v[m.B_FINISHED]
@@ -564,14 +572,17 @@ def render_html(snap: Snapshot, server_name: str, notable: bool, refresh: int) -
         if not backend:
             o.append(f'<tr><td class="l">{e(balancer)}</td><td class="l">(queue)</td>'
                      f"<td></td><td></td><td></td><td>{v[m.B_QUEUED]}</td>"
-                     "<td></td><td></td><td></td><td></td><td></td><td></td><td></td></tr>")
+                     "<td></td><td></td><td></td><td></td><td></td><td></td><td></td>"
+                     "<td></td></tr>")
             continue
+        left = snap.backend_errors.get(backend) if not balancer else None
+        state = "" if left is None else (f"Err ({left:.0f}s)" if left > 0 else "Ok")
         o.append(f'<tr><td class="l">{e(balancer) or "-"}</td><td class="l">{e(backend)}</td>'
                  f"<td>{done}</td><td>{v[m.B_ERRORS]}</td>"
                  f"<td>{max(0, v[m.B_STARTED] - done)}</td><td></td>"
                  f"<td>{v[m.B_POOL_IDLE]}</td><td>{v[m.B_NEW_CONNS]}</td>"
                  f"<td>{v[m.B_REUSED_CONNS]}</td><td>{v[m.B_2XX]}</td><td>{v[m.B_4XX]}</td>"
-                 f"<td>{v[m.B_5XX]}</td><td>{avg}</td></tr>")
+                 f"<td>{v[m.B_5XX]}</td><td>{avg}</td><td>{state}</td></tr>")
     o.append("</table>")
     o.append("<hr /><address>" + e(f"{SERVER_VERSION} Server at {server_name}") + "</address>")
     o.append("</body></html>")
@@ -595,15 +606,18 @@ class StatusPage:
     """One per child: answers server-status and metrics requests (worker threads;
     it holds only read-only state)."""
 
-    __slots__ = ("board", "config", "server_name", "members")
+    __slots__ = ("board", "config", "server_name", "members", "errors")
 
     def __init__(self, board: sb.Scoreboard, config: ServerConfig, server_name: str,
-                 members: Callable[[], list[dict[str, object]]] | None = None) -> None:
+                 members: Callable[[], list[dict[str, object]]] | None = None,
+                 errors: Callable[[], dict[str, float]] | None = None) -> None:
         self.board = board
         self.config = config
         self.server_name = server_name
-        # the shared balancer table's snapshot (server-wide member state), if any
+        # the shared backend table's snapshot (server-wide member state), if any, and
+        # its plain backends' error state
         self.members = members
+        self.errors = errors
 
     def respond(self, handler: HandlerLocation, method: bytes, target: bytes,
                 host: bytes | None, close: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -617,6 +631,8 @@ class StatusPage:
         snap = snapshot(self.board, self.config)
         if self.members is not None:
             snap.members = self.members()
+        if self.errors is not None:
+            snap.backend_errors = self.errors()
         headers: list[tuple[bytes, bytes]] = []
         if handler.handler == "metrics" or "prometheus" in words:
             body = render_prometheus(snap).encode()

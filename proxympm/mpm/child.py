@@ -142,7 +142,8 @@ class Child:
 
             table = balancers.table
             status_page = StatusPage(scoreboard, config, server_name.decode("ascii"),
-                                     members=table.snapshot if table.specs else None)
+                                     members=table.snapshot if table.specs else None,
+                                     errors=table.plain_errors if table.specs else None)
         self.workers.extend(
             Worker(i, self.work_queue, self.listener, self.exchange, self.hosts, self.routers,
                    self.access_logs, self.error_log,

@@ -553,6 +553,13 @@ class BackendTable:
             })
         return out
 
+    def plain_errors(self) -> dict[str, float]:
+        """Every plain ProxyPass backend (capped or not) by name: seconds of its
+        server-wide error state left, 0.0 when it is usable (for the status page)."""
+        now = now_us()
+        return {spec.url: max(0.0, (self.get(i, ERROR_UNTIL) - now) / 1e6)
+                for i, spec in enumerate(self.specs) if spec.group == spec.url}
+
     def index(self, group: str, url: str) -> int:
         for i, spec in enumerate(self.specs):
             if spec.group == group and spec.url == url:

@@ -402,3 +402,26 @@ def test_require_ip_sees_the_client_mod_remoteip_believes(
                         timeout=10).status_code == 403
     r = requests.get(url, headers={"X-Forwarded-For": "10.9.1.1"}, timeout=10)
     assert r.status_code == 200 and "Total Accesses:" in r.text
+
+
+def test_plain_backends_show_their_server_wide_error_state(
+        proxympm: Callable[..., Proxy], backend: Backend, free_port: Callable[[], int]) -> None:
+    """A plain ProxyPass backend found refusing is in error state for ``retry``, in
+    every child: the Backends table and the metrics say so, and for how long."""
+    dead = free_port()
+    proxy = proxympm(CONFIG + f'ProxyPass "/dead" "http://127.0.0.1:{dead}" retry=30\n',
+                     b=backend.port, wait_children=2)
+    assert requests.get(f"{proxy.url}/app/x", timeout=10).status_code == 200
+    assert requests.get(f"{proxy.url}/dead/x", timeout=10).status_code == 503
+    html = requests.get(f"{proxy.url}/server-status", timeout=10).text
+    rows = {m.group(1): m.group(2) for m in re.finditer(
+        r'<tr><td class="l">-</td><td class="l">([^<]+)</td>(?:<td>[^<]*</td>){11}'
+        r"<td>([^<]*)</td></tr>", html)}
+    assert re.fullmatch(r"Err \((29|30)s\)", rows[f"http://127.0.0.1:{dead}"]), rows
+    assert rows[f"http://127.0.0.1:{backend.port}"] == "Ok", rows
+    text = requests.get(f"{proxy.url}/metrics", timeout=10).text
+    left = {s.labels["backend"]: s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "proxympm_backend_error_seconds" for s in f.samples}
+    assert 25 < left[f"http://127.0.0.1:{dead}"] <= 30
+    assert left[f"http://127.0.0.1:{backend.port}"] == 0

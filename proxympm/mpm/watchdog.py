@@ -94,9 +94,9 @@ def run_watchdog(config: ServerConfig, table: BackendTable, pod_r: int,
         checks = health_checks(config, table, tls)
         log.info("watchdog", f"watchdog {os.getpid()} running {len(checks)} health checks")
         # the members' names, resolved as the children resolve them (same code, same
-        # name servers, kept fresh by a ``dns`` thread of this process)
-        resolver = Resolver(config.dns_servers, config.dns_ttl_floor, config.dns_ttl_ceiling,
-                            log)
+        # name servers, kept fresh by a ``dns`` thread of this process); its lookups
+        # are not logged: every child logs its own about the same names already
+        resolver = Resolver(config.dns_servers, config.dns_ttl_floor, config.dns_ttl_ceiling)
         sets = {c.index: resolver.address_set(c.host, c.port, c.srv) for c in checks}
         resolver.start()
         asyncio.run(_main(config, table, checks, sets, pod_r, log))

@@ -351,3 +351,29 @@ ProxyPass "/" "http://app.test:{p}/" retry=4
     time.sleep(max(0.0, t0 + 4.3 - time.monotonic()))
     with requests.Session() as s:
         assert "b3" in _who(s, proxy.url, 4)
+
+
+def test_a_failing_name_is_logged_by_the_children_not_also_by_the_watchdog(
+    proxympm: Callable[..., Proxy], backend_factory: Callable[..., Backend],
+    dnsmasq: Callable[..., Dnsmasq],
+) -> None:
+    """The watchdog resolves health-checked members itself, but only the children
+    say that a name does not resolve: one line per child, not one more."""
+    (b2,) = _backends(backend_factory, "127.0.0.2")
+    dns = dnsmasq({"good.test": ["127.0.0.2"]}, ttl=1)  # gone.test: NXDOMAIN
+    proxy = proxympm("""
+LogLevel info
+StartServers 1
+ServerLimit 1
+ProxyDNSServers {dns}
+<Proxy "balancer://hc">
+    BalancerMember "http://good.test:{p}" hcmethod=GET hcuri=/health hcinterval=200ms
+    BalancerMember "http://gone.test:{p}" hcmethod=GET hcuri=/health hcinterval=200ms
+</Proxy>
+ProxyPass "/" "balancer://hc/"
+""", dns=dns.server, p=b2.port)
+    proxy.wait_for_log("error", r"watchdog \d+ running 2 health checks")
+    proxy.wait_for_log("error", r"DNS lookup failure for: gone\.test")
+    _until(lambda: dns.queries("gone.test") >= 2, 6, "both processes asked for gone.test")
+    time.sleep(0.5)  # a line from the watchdog would be written by now
+    assert proxy.error_log().count("DNS lookup failure for: gone.test") == 1

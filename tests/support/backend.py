@@ -50,7 +50,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 BLOCK = bytes(range(256)) * 256  # 64 KiB: what /bytes and /chunked repeat
@@ -225,6 +225,11 @@ class _Conn:
         self.head_only = False
         self.version = "HTTP/1.1"
         self.keep_alive = True
+        # Called right before a whole response is written in one piece: the request
+        # stops counting as in flight then, since its last byte may reach the proxy
+        # (which may send the next request, to this backend's max) before this
+        # thread runs again.
+        self.answered: Callable[[], None] | None = None
 
     # -- writing -------------------------------------------------------------
 
@@ -250,7 +255,10 @@ class _Conn:
             hdrs.append(("Content-Length", str(len(body))))
         else:
             body = b""
-        self.sock.sendall(self._head(status, hdrs) + (b"" if self.head_only else body))
+        data = self._head(status, hdrs) + (b"" if self.head_only else body)
+        if self.answered is not None:
+            self.answered()
+        self.sock.sendall(data)
 
     def send_json(self, obj: object, status: int = 200, headers: Iterable[tuple[str, str]] = ()):
         self.send(status, json.dumps(obj).encode(), headers, "application/json")
@@ -459,11 +467,21 @@ class Backend:
             self.requests.append(req)
             self.in_flight += 1
             self.max_concurrent = max(self.max_concurrent, self.in_flight)
+        counted = True
+
+        def answered() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                with self._lock:
+                    self.in_flight -= 1
+
+        conn.answered = answered
         try:
             self._route(conn, req, body)
         finally:
-            with self._lock:
-                self.in_flight -= 1
+            conn.answered = None
+            answered()
         return conn.keep_alive
 
     def _read_body(self, conn: _Conn, req: RecordedRequest, framing: str, length: int) -> bytes:

@@ -14,7 +14,7 @@ Checks, in order:
 3. llhttp (httptools, strict mode) over the head bytes, which rejects bare LF,
    obs-fold, space before colon, CTLs, bad or duplicate Content-Length and CL
    together with TE. A head that arrives whole (the usual case) is validated in
-   one call without callbacks and its fields are split by ``split_fields``; a head
+   one call without callbacks and its fields are split (both in fields.py); a head
    that arrives in pieces is fed as it comes, with ``_Collector`` counting the
    fields as llhttp completes them, so the limits hold while it is incomplete.
    Whenever the whole-head path sees an error or a limit, it hands the head to
@@ -30,6 +30,14 @@ import httptools
 
 from proxympm.http.body import BodyDecoder, ChunkedBody, LengthBody, NoBody
 from proxympm.http.errors import HTTPError
+from proxympm.http.fields import (
+    NO_TOKENS,
+    Headers,
+    connection_tokens,
+    feed,
+    split_fields,
+    validates,
+)
 from proxympm.http.grammar import (
     ABSOLUTE_FORM,
     HOST,
@@ -37,8 +45,6 @@ from proxympm.http.grammar import (
     REQUEST_LINE,
     is_content_length,
 )
-
-Headers = list[tuple[bytes, bytes]]  # (name as received, value without OWS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,51 +129,6 @@ class Request:
         return self.chunked or bool(self.content_length)
 
 
-_NO_TOKENS: frozenset[bytes] = frozenset()
-# Connection values as most clients and servers send them, tokenized once
-_COMMON_CONNECTION: dict[bytes, frozenset[bytes]] = {
-    value: frozenset({value.lower()})
-    for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
-}
-
-
-def connection_tokens(headers: Headers, lnames: list[bytes]) -> frozenset[bytes]:
-    """The lowercase tokens of every Connection field (RFC 9110 7.6.1)."""
-    count = lnames.count(b"connection")
-    if count == 1:
-        value = headers[lnames.index(b"connection")][1]
-        common = _COMMON_CONNECTION.get(value)
-        if common is not None:
-            return common
-        values = [value]
-    elif count:
-        values = [headers[i][1] for i, lname in enumerate(lnames) if lname == b"connection"]
-    else:
-        return _NO_TOKENS
-    tokens: set[bytes] = set()
-    for value in values:
-        if b"," in value:
-            tokens.update(t.strip(OWS).lower() for t in value.split(b","))
-        else:  # the usual single token ("keep-alive", "close")
-            tokens.add(value.lower())
-    tokens.discard(b"")
-    return frozenset(tokens)
-
-
-def split_fields(buf: bytearray, start: int, end: int) -> tuple[Headers, list[bytes]]:
-    """The fields of ``buf[start:end]`` (field lines joined by CRLF) and their
-    lowercase names, for a head llhttp (strict) accepted: every line is a token, a
-    colon and the value between OWS; no CR or LF but these line ends."""
-    headers: Headers = []
-    lnames: list[bytes] = []
-    if start < end:
-        for line in bytes(buf[start:end]).split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            headers.append((name, value.strip(OWS)))
-            lnames.append(name.lower())
-    return headers, lnames
-
-
 class _Collector:
     """httptools callback target; collects header fields for one head."""
 
@@ -187,14 +148,6 @@ class _Collector:
             raise HTTPError(431, "header field too large")
         self.headers.append((name, value.rstrip(OWS)))
 
-
-class Validator:
-    """httptools protocol without callbacks: llhttp only validates the head."""
-
-    __slots__ = ()
-
-
-VALIDATOR = Validator()
 
 # fields _build acts on besides Host
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"expect",
@@ -307,11 +260,7 @@ class RequestReader:
         # every field line is in buf[eol + 2 : end + 2] and longer than name + value + 2
         if end - eol > limits.field_size:
             return None
-        try:
-            httptools.HttpRequestParser(VALIDATOR).feed_data(buf[: end + 4])
-        except httptools.HttpParserUpgrade:
-            pass
-        except httptools.HttpParserError:
+        if not validates(httptools.HttpRequestParser, buf[: end + 4]):
             return None
         fields = split_fields(buf, eol + 2, end)
         if limits.fields and len(fields[0]) > limits.fields:
@@ -325,20 +274,14 @@ class RequestReader:
             self._collector = _Collector(self.limits.field_size, self.limits.fields)
             self._parser = httptools.HttpRequestParser(self._collector)
         assert self._parser is not None
-        try:
-            self._parser.feed_data(buf[self._fed : upto] if self._fed else buf[:upto])
-        except httptools.HttpParserUpgrade:
-            pass  # Upgrade is decided by the proxy layer, not the parser
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, HTTPError):
-                raise cause from None
-            raise HTTPError(400, f"invalid request head: {exc}") from None
-        except httptools.HttpParserError as exc:
-            if "Transfer-Encoding" in str(exc) and self._unknown_coding():
-                raise HTTPError(501, "unknown transfer coding") from None
-            raise HTTPError(400, f"invalid request head: {exc}") from None
+        feed(self._parser, buf[self._fed : upto] if self._fed else buf[:upto], 400,
+             "request head", self._refine)
         self._fed = upto
+
+    def _refine(self, message: str) -> HTTPError | None:
+        if "Transfer-Encoding" in message and self._unknown_coding():
+            return HTTPError(501, "unknown transfer coding")
+        return None
 
     def _unknown_coding(self) -> bool:
         """llhttp refuses a request whose codings do not end in chunked; that is a 501
@@ -372,7 +315,7 @@ def _build(method: bytes, target: bytes, minor: bytes, request_line: bytes, head
     te_values: list[bytes] | None = None
     expect: bytes | None = None
     upgrade: bytes | None = None
-    tokens = _NO_TOKENS
+    tokens = NO_TOKENS
     if not _FRAMING.isdisjoint(lnames):
         for i, lname in enumerate(lnames):
             if lname not in _FRAMING:

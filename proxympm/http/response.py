@@ -11,8 +11,15 @@ import httptools
 
 from proxympm.http.body import BodyDecoder, ChunkedBody, LengthBody, NoBody, UntilCloseBody
 from proxympm.http.errors import HTTPError
+from proxympm.http.fields import (
+    NO_TOKENS,
+    Headers,
+    connection_tokens,
+    feed,
+    split_fields,
+    validates,
+)
 from proxympm.http.grammar import BARE_LF, OWS, STATUS_LINE, is_content_length
-from proxympm.http.request import VALIDATOR, Headers, connection_tokens, split_fields
 
 MAX_RESPONSE_HEAD = 65536
 MAX_RESPONSE_FIELD = 8192  # mod_proxy's responsefieldsize default
@@ -62,34 +69,13 @@ class _Collector:
 def _collect(buf: bytearray, head_len: int) -> Headers:
     """llhttp over the head with a callback per field, which checks its size."""
     collector = _Collector()
-    parser = httptools.HttpResponseParser(collector)
-    try:
-        parser.feed_data(buf[:head_len])
-    except httptools.HttpParserUpgrade:
-        pass
-    except httptools.HttpParserCallbackError as exc:
-        cause = exc.__context__
-        if isinstance(cause, HTTPError):
-            raise cause from None
-        raise HTTPError(502, f"invalid upstream response head: {exc}") from None
-    except httptools.HttpParserError as exc:
-        raise HTTPError(502, f"invalid upstream response head: {exc}") from None
+    feed(httptools.HttpResponseParser(collector), buf[:head_len], 502,
+         "upstream response head")
     return collector.headers
 
 
-_NO_TOKENS: frozenset[bytes] = frozenset()
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _OK_LINE = b"HTTP/1.1 200 OK\r\n"
-
-
-def _valid(buf: bytearray, head_len: int) -> bool:
-    try:
-        httptools.HttpResponseParser(VALIDATOR).feed_data(buf[:head_len])
-    except httptools.HttpParserUpgrade:
-        pass
-    except httptools.HttpParserError:
-        return False
-    return True
 
 
 def read_response_head(buf: bytearray) -> Response | None:
@@ -119,7 +105,7 @@ def read_response_head(buf: bytearray) -> Response | None:
     # A field line is shorter than the head: a head within MAX_RESPONSE_FIELD needs
     # no per-field check, so llhttp validates it without callbacks and the fields
     # are split here. Anything else goes through _collect (and its messages).
-    if head_len > MAX_RESPONSE_FIELD or not _valid(buf, head_len):
+    if head_len > MAX_RESPONSE_FIELD or not validates(httptools.HttpResponseParser, buf[:head_len]):
         headers = _collect(buf, head_len)
         lnames = [name.lower() for name, _ in headers]
     else:
@@ -127,7 +113,7 @@ def read_response_head(buf: bytearray) -> Response | None:
     version = b"1.0" if minor == b"0" else b"1.1"
     content_length: int | None = None
     chunked = False
-    tokens = _NO_TOKENS
+    tokens = NO_TOKENS
     if not _FRAMING.isdisjoint(lnames):
         count = lnames.count(b"content-length")
         if count:

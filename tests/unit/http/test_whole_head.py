@@ -13,8 +13,9 @@ import pytest
 
 from proxympm.http import request as request_mod
 from proxympm.http.errors import HTTPError
+from proxympm.http.fields import connection_tokens
 from proxympm.http.grammar import CONTENT_LENGTH, is_content_length
-from proxympm.http.request import Limits, Request, RequestReader, connection_tokens
+from proxympm.http.request import Limits, Request, RequestReader
 from proxympm.http.response import MAX_RESPONSE_FIELD, read_response_head
 
 ATTRS = Request.__slots__

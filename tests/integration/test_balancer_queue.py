@@ -36,20 +36,11 @@ ProxyPass /metrics !
 """
 
 
-def _queued(proxy: Proxy, balancer: str) -> int:
-    """The server-wide queue length of ``balancer`` (read from the shared table)."""
-    page = requests.get(f"{proxy.url}/metrics", timeout=5).text
-    found = re.search(r'proxympm_balancer_member_queued\{balancer="' + re.escape(balancer)
-                      + r'"[^}]*\} (\d+)', page)
-    assert found, page
-    return int(found.group(1))
-
-
 def _wait_queued(proxy: Proxy, balancer: str, want: Callable[[int], bool],
                  timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
     while True:
-        n = _queued(proxy, balancer)
+        n = proxy.queued(balancer)
         if want(n):
             return n
         assert time.monotonic() < deadline, f"{balancer}: {n} queued"
@@ -80,7 +71,7 @@ ProxyPass /other/ http://127.0.0.1:{o}/
         before = _wait_queued(proxy, "balancer://gun", lambda q: q >= 12)
         r = requests.post(f"{proxy.url}/other/form", data=b"x" * 100, timeout=10)
         assert r.status_code == 200 and r.json()["body_length"] == 100
-        after = _queued(proxy, "balancer://gun")
+        after = proxy.queued("balancer://gun")
         assert after > 0, "the queue drained before the other backend answered"
         responses = [f.result() for f in futures]
     assert before > 4, "no more waiters than threads"
@@ -88,7 +79,7 @@ ProxyPass /other/ http://127.0.0.1:{o}/
     intervals = [(float(r.headers["X-App-Start"]), float(r.headers["X-App-End"]))
                  for r in responses]
     assert peak_overlap(intervals) <= 2
-    assert _queued(proxy, "balancer://gun") == 0
+    assert proxy.queued("balancer://gun") == 0
 
 
 def test_queue_timeout_is_503_and_a_client_that_leaves_is_dropped(
@@ -202,7 +193,7 @@ ProxyPass /one/ balancer://one/
     assert all(a.startswith(b"HTTP/1.1 200") for a in answers), answers
     served = {q.path for q in backend.requests if q.path.startswith("/q")}
     assert len(served) == len(owners[survivor])
-    assert _queued(proxy, "balancer://one") == 0
+    assert proxy.queued("balancer://one") == 0
     assert re.search(r"left 1 backend requests in flight", proxy.error_log())
     for sock in [holder, *owners[victim], *owners[survivor]]:
         sock.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -68,14 +67,6 @@ def test_write_completion_to_a_slow_reader(proxy: Proxy) -> None:
         assert r.status == 200 and hashlib.sha256(r.body).hexdigest() == pattern_sha256(n)
 
 
-def _queued(proxy: Proxy, group: str) -> int:
-    page = requests.get(f"{proxy.url}/metrics", timeout=5).text
-    found = re.search(r'proxympm_balancer_member_queued\{balancer="' + re.escape(group)
-                      + r'"[^}]*\} (\d+)', page)
-    assert found, page
-    return int(found.group(1))
-
-
 @pytest.mark.parametrize("poller", ["epoll", "selectors"])
 def test_queued_requests_wait_without_a_thread_and_may_leave(
     poller: str, monkeypatch: pytest.MonkeyPatch, proxympm: Callable[..., Proxy],
@@ -101,11 +92,11 @@ ProxyPass /c/ http://127.0.0.1:{b}/ max=1 acquire=30s
         leaves = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
         leaves.sendall(b"GET /c/gone HTTP/1.1\r\nHost: x\r\n\r\n")
         deadline = time.monotonic() + 10
-        while _queued(proxy, group) < 4:
+        while proxy.queued(group) < 4:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         leaves.close()
-        while _queued(proxy, group) > 3:
+        while proxy.queued(group) > 3:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert held.result().status_code == 200

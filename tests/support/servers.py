@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,6 +177,16 @@ class Proxy:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{pattern!r} not in the {which} log:\n{read()}")
             time.sleep(0.05)
+
+    def queued(self, group: str) -> int:
+        """The server-wide queue length of ``group`` (a balancer, or a capped plain
+        backend's name), read from /metrics (which the config must serve)."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
+            page = r.read().decode()
+        found = re.search(r'proxympm_balancer_member_queued\{balancer="' + re.escape(group)
+                          + r'"[^}]*\} (\d+)', page)
+        assert found, page
+        return int(found.group(1))
 
     # processes
     def children(self) -> list[int]:

@@ -585,8 +585,7 @@ class Listener:
                 # to a worker that would only sleep on its upstream.
                 self.inline_waiting.append(conn)
                 return
-        self.dispatched += 1
-        self.work_queue.put(conn)
+        self._to_worker(conn)
 
     def _slot_free(self) -> bool:
         """Fewer than ThreadsPerChild requests are with workers or forwarded inline."""
@@ -605,8 +604,7 @@ class Listener:
         if waiting and not self.upstreams and not self.round_up:
             # no inline answer will bring us back here
             while waiting:
-                self.dispatched += 1
-                self.work_queue.put(waiting.popleft())
+                self._to_worker(waiting.popleft())
 
     # -- requests queued for a ``max`` slot (queued.py) -----------------------------
 
@@ -618,8 +616,7 @@ class Listener:
     def resume_queued(self, conn: Connection) -> None:
         """The wait of a queued request is over: a worker goes on with it."""
         conn.set_state(State.PROCESSING)
-        self.dispatched += 1
-        self.work_queue.put(conn)
+        self._to_worker(conn)
 
     # -- inline exchanges ------------------------------------------------------------
 
@@ -649,10 +646,12 @@ class Listener:
             up.watched = False
 
     def _to_worker(self, conn: Connection) -> None:
-        """An inline exchange in flight: a worker continues it."""
-        flow = conn.inline[0]  # type: ignore[index]
-        if flow.up is not None:
-            self._unwatch(flow.up)
+        """A worker serves ``conn``'s request, or continues its inline exchange (whose
+        upstream socket then leaves this poller)."""
+        if conn.inline is not None and conn.inline[0] is not None:
+            up = conn.inline[0].up
+            if up is not None:
+                self._unwatch(up)
         self.dispatched += 1
         self.work_queue.put(conn)
 

@@ -693,7 +693,7 @@ class Exchange:
         assert flow.up is not None and flow.state is not None and flow.params is not None
         target = flow.up.target
         out = Outcome(backend=target.name, client_keepalive=flow.keepalive, reused=True)
-        if flow.length is not None:
+        if flow.whole_size is not None:
             flow.finish_whole(out)
         else:
             flow.finish(flow.state, flow.params, flow.timeout, out)
@@ -805,7 +805,7 @@ class _Flow:
                  "relay_resp", "upload_complete", "upstream_closed", "recv",
                  "send_duplex", "buffering", "addrs", "upgrade", "switched", "state",
                  "params", "timeout", "unsent", "failed", "timed_out", "order", "started",
-                 "length")
+                 "whole_size")
 
     def __init__(self, ex: Exchange, client: ClientSide, req: Request, host_cfg: HostConfig,
                  keepalive: bool, buffering: bool, addrs: AddressSet | None = None) -> None:
@@ -835,9 +835,9 @@ class _Flow:
         self.timed_out = False  # the listener's wait for the upstream ran out
         self.order: Sequence[Endpoint] | None = None  # the addresses picked for it
         self.started = 0.0  # monotonic, when the listener began it (backend latency)
-        # ``whole``: the response's body length, when it is all in ``buf`` (-1: no
-        # Content-Length to send); None: it goes through a ResponseRelay
-        self.length: int | None = None
+        # ``whole``: (body bytes in ``buf``, the Content-Length to send or None) of a
+        # response complete in ``buf``; None: it goes through a ResponseRelay
+        self.whole_size: tuple[int, int | None] | None = None
 
     def resume(self, timeout: float) -> None:
         """Worker: continue an inline exchange where the listener left it."""
@@ -1004,13 +1004,14 @@ class _Flow:
         """Listener: is ``resp`` (head parsed) complete in ``buf``, with a size known
         from its head? Then it needs no ResponseRelay: ``finish_whole`` sends it with
         its head in one piece. The framing is ``response_body``'s and the relay's."""
-        if self.req.method == b"HEAD" or resp.status in (204, 304):
-            self.length = -1 if resp.content_length is None or self.req.method != b"HEAD" \
-                else resp.content_length
+        method = self.req.method
+        if method == b"HEAD" or resp.status in (204, 304):
+            # no body; a HEAD response keeps the Content-Length its GET would have
+            self.whole_size = (0, resp.content_length if method == b"HEAD" else None)
         elif resp.chunked or resp.content_length is None or len(self.buf) < resp.content_length:
             return False
         else:
-            self.length = resp.content_length
+            self.whole_size = (resp.content_length, resp.content_length)
         self.relay_resp = resp
         return True
 
@@ -1021,8 +1022,8 @@ class _Flow:
         not take goes to write completion); the upstream connection goes back to
         the pool."""
         resp, up, buf = self.relay_resp, self.up, self.buf
-        assert resp is not None and up is not None and self.length is not None
-        size = self.length if self.length > 0 and self.req.method != b"HEAD" else 0
+        assert resp is not None and up is not None and self.whole_size is not None
+        size, length = self.whole_size
         if size == len(buf):
             body = bytes(buf)
             buf.clear()
@@ -1038,7 +1039,7 @@ class _Flow:
             head, headers = client_head(
                 self.client, resp, self.req, self.host_cfg,
                 self.ex.client_base(self.client, self.req), self.ex.server_name,
-                self.keepalive, None if self.length < 0 else self.length, False)
+                self.keepalive, length, False)
         except HeaderInjection as exc:
             self.ex.log.error("proxy", f"AH01102: invalid response from "
                               f"{up.target.name}: {exc}")

@@ -140,3 +140,20 @@ def test_idle_pooled_connection_closed_by_the_backend_is_never_used(
         assert "Traceback" not in log
     finally:
         up.stop()
+
+
+def test_head_and_204_on_a_pooled_connection_are_framed_as_without_a_body(
+        proxympm: ProxyFactory, backend: Backend) -> None:
+    """The listener sends a whole small response itself: a HEAD answer keeps the
+    Content-Length its GET would have and carries no body, a 204 has neither, and
+    the next response on the connection starts where it should."""
+    proxy = proxympm('ProxyPass "/" "http://127.0.0.1:{b}/"\n', b=backend.port)
+    with RawClient(proxy.port) as c:
+        assert c.request("GET", "/status/200").status == 200  # pools the connection
+        r = c.request("HEAD", "/bytes/5000")
+        assert r.status == 200 and r.header("Content-Length") == "5000" and r.body == b""
+        r = c.request("GET", "/status/204")
+        assert r.status == 204 and r.header("Content-Length") is None and r.body == b""
+        r = c.request("GET", "/bytes/10")
+        assert r.status == 200 and r.header("Content-Length") == "10" and len(r.body) == 10
+    assert backend.connections_accepted == 1  # all of it inline, on the pooled one

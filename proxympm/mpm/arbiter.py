@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from proxympm.config.model import Listen, ServerConfig
 from proxympm.log import ErrorLog, parse_log_level, setup_error_log
 from proxympm.mpm import watchdog
+from proxympm.mpm.balance import AcceptBalance
 from proxympm.mpm.child import run_child
 from proxympm.mpm.listener import connection_cap
 from proxympm.mpm.scoreboard import (
@@ -108,6 +109,8 @@ class Arbiter:
         # Server-wide backend state (max, queue, error and health state): one table
         # per generation, built before its children fork; one wake-up pipe per slot.
         self.wake_reads, self.wake_writes = make_wake_pipes(self.scoreboard.slots)
+        # children keep their shares of the connections even (balance.py)
+        self.balance = AcceptBalance(self.scoreboard)
         self.tables: dict[int, BackendTable] = {}
         self.watchdog_pid: int | None = None
         self.watchdog_pod = -1
@@ -170,7 +173,7 @@ class Arbiter:
                         signal.SIGWINCH, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             run_child(self.config, self.hosts, self.tls, list(self.sockets.values()), pod_r,
-                      slot, self.scoreboard, self.tables[self.generation])
+                      slot, self.scoreboard, self.tables[self.generation], self.balance)
         os.close(pod_r)
         os.set_inheritable(pod_w, False)
         self.scoreboard.claim(slot, pid, self.generation, self.config.threads_per_child,

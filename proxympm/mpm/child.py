@@ -23,6 +23,7 @@ from proxympm.config.model import Listen, ServerConfig
 from proxympm.http.errors import HTTPError
 from proxympm.http.request import Limits
 from proxympm.log import AccessLog, ErrorLog, parse_log_level, setup_error_log
+from proxympm.mpm.balance import AcceptBalance
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.listener import Listener
 from proxympm.mpm.memtrim import MemoryTrimmer
@@ -46,13 +47,14 @@ CHILD_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH}
 def run_child(config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
               sockets: ChildSockets, pod_r: int, slot: int,
               scoreboard: Scoreboard | None = None,
-              backends: BackendTable | None = None) -> None:
+              backends: BackendTable | None = None,
+              balance: AcceptBalance | None = None) -> None:
     """Entry point right after fork(). Never returns: exits the process."""
     code = 0
     try:
         if config.cpu_affinity:
             pin_to_cpu(slot)
-        Child(config, hosts, tls, sockets, pod_r, scoreboard, slot, backends).run()
+        Child(config, hosts, tls, sockets, pod_r, scoreboard, slot, backends, balance).run()
     except BaseException:  # noqa: BLE001 - report and exit, never fall back into the arbiter
         import traceback
 
@@ -75,7 +77,8 @@ def pin_to_cpu(slot: int) -> None:
 class Child:
     def __init__(self, config: ServerConfig, hosts: HostTable, tls: TLSMaterial,
                  sockets: ChildSockets, pod_r: int, scoreboard: Scoreboard | None = None,
-                 slot: int = 0, backends: BackendTable | None = None) -> None:
+                 slot: int = 0, backends: BackendTable | None = None,
+                 balance: AcceptBalance | None = None) -> None:
         self.config = config
         self.pod_r = pod_r
         self.scoreboard = scoreboard
@@ -128,6 +131,9 @@ class Child:
             will_forward=self._will_forward,
             client_of=self._client_of,
         )
+        if balance is not None and config.server_limit > 1:
+            balance.attach(slot)
+            self.listener.attach_balance(balance)
         if backends is not None and any(s.max is not None for s in backends.specs):
             # requests waiting for a ``max`` slot wait in the listener, not a worker
             # (without any ``max`` nothing queues: the listener's loop stays as it is)

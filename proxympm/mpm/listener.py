@@ -36,6 +36,9 @@ When either limit is hit the listening sockets leave the poller (other
 children, or the kernel backlog, take new clients) and come back as soon as a
 worker hands a connection back.
 
+Balance (balance.py): a child that holds more than its share of the server's
+connections leaves what is queued to its least loaded peer, which it nudges.
+
 Every method here runs on the listener thread unless its docstring says
 "worker thread". Connection fds are one-shot in the poller (poller.py): an event
 disarms the fd, so a connection is never reported while a worker owns it; the
@@ -61,6 +64,7 @@ from proxympm.http.errors import ClientGone, HTTPError
 from proxympm.http.proxy_protocol import parse as parse_proxy_header
 from proxympm.http.request import Limits, RequestReader
 from proxympm.http.serialize import error_response
+from proxympm.mpm.balance import HOLD, AcceptBalance
 from proxympm.mpm.connection import Connection, State
 from proxympm.mpm.poller import HANGUP, READ, WRITE, Poller, SelectorPoller, make_poller
 from proxympm.mpm.proxy_header import ProxyHeaderError, excepted, read_header
@@ -181,6 +185,15 @@ class Listener:
         # requests waiting in a ``max`` queue (queued.py); None: no such backend
         self.queued: Queued | None = None
         self.queued_fd = -1
+        # accept balance with the other children (balance.py); None: alone
+        self.balance: AcceptBalance | None = None
+        self.balance_fd = -1
+        self.balance_until = 0.0  # holding back for a nudged peer until then
+        self.share_held = -1  # the count last published
+        self.accepted = 0  # connections accepted, ever
+        self.churn_next = 0.0  # when the one-second accept window rolls over
+        self.churn_base = 0  # ``accepted`` when the window began
+        self.churn_last = 0  # accepted in the window before
         self._set_accepting(True)
 
     # -- admission -----------------------------------------------------------------
@@ -226,6 +239,64 @@ class Listener:
                 self.poller.remove_persistent(fd)
         self.accepting = on
         self.accept_paused = not on
+        if self.balance is not None:
+            self._publish_share()
+
+    def _publish_share(self) -> None:
+        """Tell the other children how many connections this one holds, and
+        whether it takes more (a balance hold still does)."""
+        self.share_held = held = len(self.conns)  # (a tunnel's client among them)
+        self.balance.publish(held, self.accepting or self.balance_until > 0)  # type: ignore[union-attr]
+
+    def attach_balance(self, balance: AcceptBalance) -> None:
+        """Child, before ``run``: balance accepting with the other children."""
+        self.balance = balance
+        self.balance_fd = balance.fd
+        balance.drain()  # nudges meant for this slot's previous child
+        self.poller.add_persistent(balance.fd)
+        self._publish_share()
+
+    def _hold_for(self, peer: int) -> None:
+        """This child holds more than its share: the least loaded ``peer`` takes
+        what is queued; this one stops accepting until it is back within its share,
+        or for HOLD at most (then it takes them itself: the peer may be stuck)."""
+        self.balance_until = time.monotonic() + HOLD
+        self._set_accepting(False)
+        self.balance.nudge(peer)  # type: ignore[union-attr]
+
+    def _resume(self, now: float) -> None:
+        """Accepting was paused and admission allows it again. After a balance
+        hold: once the peers caught up, or HOLD passed; then what is still queued
+        is this child's to take (the nudged peer did not: stuck, or paused)."""
+        force = False
+        if self.balance_until:
+            if now < self.balance_until and self.balance.least_loaded(  # type: ignore[union-attr]
+                    len(self.conns)) >= 0:
+                return
+            force = now >= self.balance_until
+            self.balance_until = 0.0
+        self._set_accepting(True)
+        self.cap_logged = False
+        if force:
+            for lfd in list(self.by_fd):
+                self._accept(lfd, force=True)
+            if self.round_out or self.round_up or self.inline_waiting:
+                self._send_round()  # what they asked for goes now, not after a poll
+
+    def _churning(self) -> bool:
+        """Connections here come and go: in the last second, many more were
+        accepted than are held. Such shares even out by themselves, while holding
+        back would only delay new clients; balance is for connections that stay."""
+        recent = max(self.churn_last, self.accepted - self.churn_base)
+        return recent > 2 * len(self.conns) + 8
+
+    def _on_nudge(self) -> None:
+        """A peer holding more than its share asks this child to accept."""
+        self.balance.drain()  # type: ignore[union-attr]
+        if self.stopping or not (self.accepting or self.balance_until):
+            return
+        for lfd in list(self.by_fd):
+            self._accept(lfd)
 
     def worker_freed(self) -> None:
         """Worker thread, after its ``done`` count went up: wake the listener if it
@@ -297,6 +368,8 @@ class Listener:
                         self.queued.on_wake(False)
                 elif fd == self.queued_fd:  # another child answered one of our records
                     self.queued.on_wake(True)  # type: ignore[union-attr]
+                elif fd == self.balance_fd:
+                    self._on_nudge()
                 else:  # the upstream side of a tunnel or a streamed body
                     self.tunnels.on_event(fd)
             if self.round_out or self.round_up or self.inline_waiting:
@@ -307,8 +380,14 @@ class Listener:
                 if self._stop_step():
                     return
             elif not self.accepting and self._may_accept():
-                self._set_accepting(True)
-                self.cap_logged = False
+                self._resume(now)
+            if self.balance is not None:
+                if len(self.conns) != self.share_held:
+                    self._publish_share()
+                if now >= self.churn_next:
+                    self.churn_next = now + 1.0
+                    self.churn_last = self.accepted - self.churn_base
+                    self.churn_base = self.accepted
 
     def _poll_timeout(self) -> float:
         if self.stopping:
@@ -319,6 +398,8 @@ class Listener:
         deadlines.append(self.tunnels.next_deadline())
         if self.queued is not None:
             deadlines.append(self.queued.next_deadline())
+        if self.balance_until:
+            deadlines.append(self.balance_until - 0.01)  # (the margin is added below)
         nearest = min((d for d in deadlines if d is not None), default=None)
         longest = UPSTREAM_SCAN if self.upstreams else 1.0
         if nearest is None:
@@ -330,8 +411,11 @@ class Listener:
 
     # -- accept --------------------------------------------------------------------
 
-    def _accept(self, lfd: int) -> None:
+    def _accept(self, lfd: int, force: bool = False) -> None:
+        """Accept what is queued on ``lfd``, within admission and (unless
+        ``force``) this child's share of the connections."""
         lsock, spec, host, ctx = self.by_fd[lfd]
+        balance = self.balance
         for _ in range(ACCEPT_BATCH):
             if not self._may_accept():
                 held = len(self.conns) + self.tunnels.count  # as _may_accept counts
@@ -340,13 +424,27 @@ class Listener:
                     self.log.warn("mpm", f"too many open connections "
                                   f"({held}, the cap RLIMIT_NOFILE leaves), not "
                                   "accepting new connections in this process")
+                self.balance_until = 0.0
                 self._set_accepting(False)
                 # A worker that finished between the check and the flag saw no pause
                 # and sent no wake-up: look again now that the flag is visible.
                 if self._may_accept():
                     self._set_accepting(True)
                     continue
+                if balance is not None:  # what is queued goes to a peer that takes it
+                    self._publish_share()
+                    other = balance.least_loaded(self.max_conns + 1)
+                    if other >= 0:
+                        balance.nudge(other)
                 return
+            if balance is not None and not force:
+                other = balance.least_loaded(len(self.conns))
+                if other >= 0 and not self._churning():
+                    self._hold_for(other)
+                    return
+                if not self.accepting:  # nudged while holding: within its share again
+                    self.balance_until = 0.0
+                    self._set_accepting(True)
             try:
                 sock, peer = lsock.accept()
             except BlockingIOError:
@@ -362,6 +460,7 @@ class Listener:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
                 raise
+            self.accepted += 1
             if self.conns_left:
                 self.conns_left -= 1
                 if not self.conns_left:  # MaxConnectionsPerChild: retire gracefully
@@ -372,6 +471,8 @@ class Listener:
             conn = Connection(sock, peer[:2], local, RequestReader(self.limits_for(host)),
                               host, tls=ctx is not None)
             self.conns[conn.fd] = conn
+            if balance is not None:
+                self._publish_share()
             if spec.proxy_protocol and not (spec.proxy_exceptions
                                             and excepted(spec.proxy_exceptions, peer[0])):
                 self._await_proxy_header(conn, ctx)
@@ -917,6 +1018,7 @@ class Listener:
         answer instead of a reset. The child exits when no connection is left."""
         if not self.listeners_closed:
             self.listeners_closed = True
+            self.balance_until = 0.0
             self._set_accepting(False)
             for lsock, *_ in self.listeners:
                 try:

@@ -41,12 +41,13 @@ HEADER_WORDS = 8
 
 # -- process slot (words) ----------------------------------------------------------
 (PID, GENERATION, STATE, BUSY, IDLE, CONNS, WRITING, KEEPALIVE, CLOSING, ACCEPTING,
- CPU_USER_MS, CPU_SYS_MS, STARTED_US, REJECTED, LISTENER_BYTES) = range(15)
+ CPU_USER_MS, CPU_SYS_MS, STARTED_US, REJECTED, LISTENER_BYTES, SHARE) = range(16)
 # REJECTED: requests the listener thread completed itself: errors it answered (400,
 # 408, 413 ...) and inline exchanges (listener.py); LISTENER_BYTES: what the inline
 # ones sent, and what it relayed to clients after a tunnel or stream hand-off. The
 # listener's own words; like worker counters they carry on across the children of
-# the slot.
+# the slot. SHARE: the connections the listener holds + 1 while it takes new ones,
+# else 0 (balance.py); the listener's own word, live rather than reported.
 FIELDS = 16  # words per process slot
 
 # process STATE values
@@ -146,7 +147,7 @@ class Scoreboard:
         its first ``threads`` worker slots show S until their threads run."""
         base = self._proc_base + slot * FIELDS
         w = self._words
-        for f in (BUSY, CONNS, WRITING, KEEPALIVE, CLOSING, CPU_USER_MS, CPU_SYS_MS):
+        for f in (BUSY, CONNS, WRITING, KEEPALIVE, CLOSING, CPU_USER_MS, CPU_SYS_MS, SHARE):
             w[base + f] = 0
         w[base + IDLE] = idle
         w[base + ACCEPTING] = 1
@@ -163,7 +164,7 @@ class Scoreboard:
         w = self._words
         w[base + STATE] = FREE
         w[base + PID] = 0
-        for f in (IDLE, BUSY, CONNS, WRITING, KEEPALIVE, CLOSING, ACCEPTING):
+        for f in (IDLE, BUSY, CONNS, WRITING, KEEPALIVE, CLOSING, ACCEPTING, SHARE):
             w[base + f] = 0
         for thread in range(self.threads):
             w[self.worker_word(slot, thread) + W_STATUS] = DEAD
@@ -189,6 +190,11 @@ class Scoreboard:
         w[base + CPU_USER_MS] = int(cpu[0] * 1000)
         w[base + CPU_SYS_MS] = int(cpu[1] * 1000)
         w[base + STATE] = STOPPING if stopping else READY
+
+    def words_of(self, field: int) -> memoryview:
+        """One process-slot word of every slot, in slot order (a live view)."""
+        start = self._proc_base + field
+        return self._words[start:start + self.slots * FIELDS:FIELDS]
 
     def count_rejected(self, slot: int, sent: int = 0) -> None:
         """Listener thread of the slot's child (the only writer of these words): a

@@ -4,6 +4,7 @@ spawning rounds after a graceful restart (hold_off_on_exponential_spawning)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from proxympm.config import load_config
@@ -38,6 +39,9 @@ def _rates(tmp_path: Path, graceful: bool, rounds: int) -> list[int]:
     for _ in range(rounds):
         arbiter.next_maintenance = 0.0
         arbiter._maintain()  # no children: idle 0 < MinSpareThreads every round
+    arbiter.balance.close()  # 2 x ServerLimit descriptors each: not for the whole suite
+    for fd in arbiter.wake_reads + arbiter.wake_writes:
+        os.close(fd)
     return asked
 
 

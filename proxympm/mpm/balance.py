@@ -82,7 +82,7 @@ class AcceptBalance:
         shares = self._shares.tolist()
         shares[self._mine] = 0
         low = min(filter(None, shares), default=0)  # fewest held + 1, among peers
-        if not low or low + SLACK + (low >> 2) > held:
+        if not low or low + SLACK > held:
             return -1
         return shares.index(low)
 

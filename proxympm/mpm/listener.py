@@ -438,10 +438,11 @@ class Listener:
                         balance.nudge(other)
                 return
             if balance is not None and not force:
-                other = balance.least_loaded(len(self.conns))
-                if other >= 0 and not self._churning():
-                    self._hold_for(other)
-                    return
+                if not self._churning():
+                    other = balance.least_loaded(len(self.conns))
+                    if other >= 0:
+                        self._hold_for(other)
+                        return
                 if not self.accepting:  # nudged while holding: within its share again
                     self.balance_until = 0.0
                     self._set_accepting(True)

@@ -37,8 +37,8 @@ def test_alone_or_within_the_share_no_peer_is_named(made: list[AcceptBalance]) -
     balance = _balance(made)
     assert balance.least_loaded(1000) == -1  # no peer takes connections
     _publish(balance, 2, 20)
-    assert balance.least_loaded(20 + SLACK + 5) == -1  # a quarter of 20 more is fine
-    assert balance.least_loaded(20 + SLACK + 5 + 1) == 2
+    assert balance.least_loaded(20 + SLACK) == -1
+    assert balance.least_loaded(20 + SLACK + 1) == 2
 
 
 def test_the_least_loaded_peer_that_takes_connections_is_named(made: list[AcceptBalance]) -> None:

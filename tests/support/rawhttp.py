@@ -71,6 +71,18 @@ class RawClient:
         self.buf = bytearray()
         self.eof = False
 
+    @classmethod
+    def over(cls, sock: socket.socket, port: int, timeout: float = 10.0) -> RawClient:
+        """A client on a socket the caller connected (non-blocking connects in a
+        burst, say); it is made blocking with ``timeout``."""
+        client = cls.__new__(cls)
+        client.host, client.port, client.timeout = "127.0.0.1", port, timeout
+        sock.settimeout(timeout)
+        client.sock = sock
+        client.buf = bytearray()
+        client.eof = False
+        return client
+
     def __enter__(self) -> RawClient:
         return self
 

@@ -407,10 +407,14 @@ class Arbiter:
             self.said_full = False
             if child.generation != self.generation or child.retiring:
                 continue
-            self.wanted += 1  # it died or left on its own: replace it
-            lived = time.monotonic() - child.started
             how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"exit status {os.WEXITSTATUS(status)}")
+            if self.stopping:  # told to go: nothing to replace
+                if how != "exit status 0":
+                    self.log.error("mpm", f"child pid {pid} exit {how} while stopping")
+                continue
+            self.wanted += 1  # it died or left on its own: replace it
+            lived = time.monotonic() - child.started
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 self.log.info("mpm", f"child pid {pid} exited normally; replacing it")
                 continue

@@ -83,6 +83,7 @@ if TYPE_CHECKING:
 # an attribute lookup on its class each time)
 READ_HEAD, READ_BODY, KEEPALIVE, PROCESSING = (
     State.READ_HEAD, State.READ_BODY, State.KEEPALIVE, State.PROCESSING)
+SILENT = (READ_HEAD, State.PROXY_HEADER)  # states where a client may have sent nothing
 RECV_SIZE = 65536
 ACCEPT_BATCH = 64
 BODY_BUFFER = 65536  # request bodies up to this size are read here, before dispatch
@@ -147,6 +148,7 @@ class Listener:
         self.inline_done = 0  # inline exchanges this thread completed (written only here)
         self.stopping = False
         self.graceful = False
+        self.stop_began = 0.0  # monotonic, the first graceful stop step
         self.listeners_closed = False
         self.max_conns = connection_cap(config.threads_per_child)
         self.conns_left = config.max_connections_per_child  # 0: unlimited
@@ -1029,10 +1031,19 @@ class Listener:
         if not self.graceful:
             return True
         now = time.monotonic()
+        if not self.stop_began:
+            self.stop_began = now
         for q in self.ka_qs.values():
             # parked before now - grace <=> deadline before now + timeout - grace
             for conn in q.expired(now + q.timeout - STOP_IDLE_GRACE):
                 self._close_idle(conn)
+        if now - self.stop_began >= STOP_IDLE_GRACE:
+            # A client that connected and has sent nothing (not even all of its
+            # PROXY header) is as idle as a parked one: it would hold the stop up
+            # until its read timeout.
+            for conn in [c for c in self.conns.values() if c.state in SILENT
+                         and not c.reader.started and not c.inbuf]:
+                self.close(conn)
         return not self.conns and self.outstanding() == 0
 
     def _close_idle(self, conn: Connection) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -310,6 +311,40 @@ def test_graceful_stop_finishes_inflight_request(
     assert proxy.proc.wait(10) == 0
     assert not procs.wait_gone(tree, 5)
     assert "AH00492" in proxy.error_log()
+
+
+def test_graceful_stop_closes_connections_that_sent_nothing(
+    proxympm: Callable[..., Proxy], backend: Backend
+) -> None:
+    """Clients that connected and sent nothing, not even their PROXY header, are
+    closed like idle keep-alive connections: they do not hold the stop up until
+    their read timeout (20 s). One that sends its request meanwhile is served."""
+    proxy = proxympm("RemoteIPProxyProtocol On\nRequestReadTimeout header=20\n"
+                     "ProxyPass / http://127.0.0.1:{b}/\n", b=backend.port)
+    clients = [socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+               for _ in range(4)]
+    # TCP_DEFER_ACCEPT: the kernel hands a connection that sends nothing to a child
+    # only after ~1 s
+    deadline = time.monotonic() + 10
+    while any(procs.tcp_owner(proxy.port, c.getsockname()[1], proxy.children()) is None
+              for c in clients):
+        assert time.monotonic() < deadline, "never accepted"
+        time.sleep(0.05)
+    *silent, late = clients
+    started = time.monotonic()
+    os.kill(proxy.pid, signal.SIGWINCH)
+    time.sleep(0.3)
+    late.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 5000 80\r\n"
+                 b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert late.recv(65536).startswith(b"HTTP/1.1 200")
+    assert proxy.proc is not None
+    assert proxy.proc.wait(15) == 0
+    took = time.monotonic() - started
+    assert took < 5, f"the stop took {took:.1f} s"
+    for c in silent:
+        assert c.recv(10) == b""  # closed, not reset
+    for c in clients:
+        c.close()
 
 
 def test_graceful_stop_timeout_terminates_children(

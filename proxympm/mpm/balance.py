@@ -13,10 +13,12 @@ Here each child's listener publishes how many connections it holds in its
 scoreboard slot (the SHARE word: held + 1, or 0 while it takes none: admission
 paused, stopping, or not started). Before each accept it compares its own count
 with the least loaded peer's; more than SLACK above it, it stops accepting for a
-moment and *nudges* that peer through its nudge pipe, and the peer accepts what
-is queued. Nothing is left in the backlog on a guess: the peer named is one that
-takes connections, and if it does not take them within HOLD (a child hung or
-paused meanwhile), the nudging child accepts them itself.
+moment and *nudges* that peer, which accepts what is queued. Nothing is left in
+the backlog on a guess: the peer named is one that takes connections, and if it
+does not take them within HOLD (a child hung or paused meanwhile), the nudging
+child accepts them itself. While connections churn (Connection: close traffic)
+the listener holds nothing back (``Listener._churning``): such shares even out by
+themselves.
 
 The arbiter makes one eventfd (a pipe where there is none) per scoreboard slot
 before it forks anything; a child reads only its own slot's.

@@ -17,8 +17,7 @@ moment and *nudges* that peer, which accepts what is queued. Nothing is left in
 the backlog on a guess: the peer named is one that takes connections, and if it
 does not take them within HOLD (a child hung or paused meanwhile), the nudging
 child accepts them itself. While connections churn (Connection: close traffic)
-the listener holds nothing back (``Listener._churning``): such shares even out by
-themselves.
+nothing is held back (``churning``): such shares even out by themselves.
 
 The arbiter makes one eventfd (a pipe where there is none) per scoreboard slot
 before it forks anything; a child reads only its own slot's.
@@ -54,6 +53,11 @@ class AcceptBalance:
         self.fd = -1  # this child's read end
         self._shares = board.words_of(SHARE)  # every slot's SHARE word, in slot order
         self._mine = -1
+        # churn, counted by the listener: accepts ever, and per one-second window
+        self.accepted = 0
+        self.churn_next = 0.0  # when the window rolls over (``roll``)
+        self.churn_base = 0  # ``accepted`` when the window began
+        self.churn_last = 0  # accepted in the window before
 
     def attach(self, slot: int) -> None:
         """Child, before serving: this is slot ``slot``; the other read ends go."""
@@ -87,6 +91,20 @@ class AcceptBalance:
         if not low or low + SLACK > held:
             return -1
         return shares.index(low)
+
+    def roll(self, now: float) -> None:
+        """Listener thread, at ``churn_next``: a new one-second accept window."""
+        self.churn_next = now + 1.0
+        self.churn_last = self.accepted - self.churn_base
+        self.churn_base = self.accepted
+
+    def churning(self, held: int) -> bool:
+        """Listener thread: connections here come and go (in the last second many
+        more were accepted than the ``held`` now). Such shares even out by
+        themselves, while holding back would only delay new clients; balance is for
+        connections that stay."""
+        recent = max(self.churn_last, self.accepted - self.churn_base)
+        return recent > 2 * held + 8
 
     def nudge(self, slot: int) -> None:
         """Listener thread: ask the child in ``slot`` to accept what is queued."""

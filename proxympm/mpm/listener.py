@@ -192,10 +192,6 @@ class Listener:
         self.balance_fd = -1
         self.balance_until = 0.0  # holding back for a nudged peer until then
         self.share_held = -1  # the count last published
-        self.accepted = 0  # connections accepted, ever
-        self.churn_next = 0.0  # when the one-second accept window rolls over
-        self.churn_base = 0  # ``accepted`` when the window began
-        self.churn_last = 0  # accepted in the window before
         self._set_accepting(True)
 
     # -- admission -----------------------------------------------------------------
@@ -284,13 +280,6 @@ class Listener:
                 self._accept(lfd, force=True)
             if self.round_out or self.round_up or self.inline_waiting:
                 self._send_round()  # what they asked for goes now, not after a poll
-
-    def _churning(self) -> bool:
-        """Connections here come and go: in the last second, many more were
-        accepted than are held. Such shares even out by themselves, while holding
-        back would only delay new clients; balance is for connections that stay."""
-        recent = max(self.churn_last, self.accepted - self.churn_base)
-        return recent > 2 * len(self.conns) + 8
 
     def _on_nudge(self) -> None:
         """A peer holding more than its share asks this child to accept."""
@@ -386,10 +375,8 @@ class Listener:
             if self.balance is not None:
                 if len(self.conns) != self.share_held:
                     self._publish_share()
-                if now >= self.churn_next:
-                    self.churn_next = now + 1.0
-                    self.churn_last = self.accepted - self.churn_base
-                    self.churn_base = self.accepted
+                if now >= self.balance.churn_next:
+                    self.balance.roll(now)
 
     def _poll_timeout(self) -> float:
         if self.stopping:
@@ -440,7 +427,7 @@ class Listener:
                         balance.nudge(other)
                 return
             if balance is not None and not force:
-                if not self._churning():
+                if not balance.churning(len(self.conns)):
                     other = balance.least_loaded(len(self.conns))
                     if other >= 0:
                         self._hold_for(other)
@@ -463,7 +450,6 @@ class Listener:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
                 raise
-            self.accepted += 1
             if self.conns_left:
                 self.conns_left -= 1
                 if not self.conns_left:  # MaxConnectionsPerChild: retire gracefully
@@ -475,6 +461,7 @@ class Listener:
                               host, tls=ctx is not None)
             self.conns[conn.fd] = conn
             if balance is not None:
+                balance.accepted += 1
                 self._publish_share()
             if spec.proxy_protocol and not (spec.proxy_exceptions
                                             and excepted(spec.proxy_exceptions, peer[0])):

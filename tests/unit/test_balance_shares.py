@@ -74,3 +74,17 @@ def test_a_nudge_reaches_the_slot_named_and_is_drained(made: list[AcceptBalance]
         raise AssertionError("nudges left after drain")
     except BlockingIOError:
         pass
+
+
+def test_churn_is_many_more_accepts_in_a_second_than_connections_held(
+        made: list[AcceptBalance]) -> None:
+    balance = _balance(made)
+    balance.roll(0.0)
+    balance.accepted += 50  # a burst of keep-alive connections, all still held
+    assert not balance.churning(50)
+    balance.accepted += 1000  # Connection: close traffic: accepted, gone again
+    assert balance.churning(50)
+    balance.roll(1.0)  # the busy window is still the last one
+    assert balance.churning(50)
+    balance.roll(2.0)  # a quiet second since
+    assert not balance.churning(50)
